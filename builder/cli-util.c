@@ -1,0 +1,47 @@
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "builder/cli.h"
+#include "builder/common/fd-util.h"
+#include "builder/common/xalloc.h"
+
+#define MAX_DOCKERFILE (16u << 20)
+
+void cli_warn(struct cli_ctx *ctx, const char *fmt, ...)
+{
+        va_list ap;
+        char *msg;
+
+        va_start(ap, fmt);
+        if (vasprintf(&msg, fmt, ap) < 0)
+                msg = NULL;
+        va_end(ap);
+        if (!msg)
+                return;
+        XGROW(ctx->warnings, ctx->n_warnings + 1, ctx->alloc_warnings);
+        ctx->warnings[ctx->n_warnings++] = msg;
+}
+
+int cli_read_dockerfile(const char *path, char **ret_text, size_t *ret_len, struct kiln_error **err)
+{
+        if (strcmp(path, "-") == 0) {
+                if (kiln_read_fd_all(STDIN_FILENO, MAX_DOCKERFILE, ret_text, ret_len, err) < 0)
+                        return kiln_error_wrap(err, "reading the Dockerfile from stdin");
+                return 0;
+        }
+        return kiln_read_file_at(AT_FDCWD, path, MAX_DOCKERFILE, ret_text, ret_len, err);
+}
+
+char *cli_format_position(const char *file, unsigned line, unsigned column, const char *msg)
+{
+        if (file && line && column)
+                return xasprintf("%s:%u:%u: %s", file, line, column, msg);
+        if (file && line)
+                return xasprintf("%s:%u: %s", file, line, msg);
+        if (file)
+                return xasprintf("%s: %s", file, msg);
+        return xstrdup(msg);
+}

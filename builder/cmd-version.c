@@ -1,0 +1,36 @@
+/* kiln version: kiln's own version and the versions of the libraries it runs on. */
+#include <archive.h>
+#include <curl/curl.h>
+#include <openssl/crypto.h>
+#include <zstd.h>
+
+#include "builder/cli.h"
+#include "builder/common/json-util.h"
+#include "kiln-config.h"
+
+static int run_version(void *state, char **args, unsigned n_args, struct cli_ctx *ctx,
+                       struct kiln_error **err)
+{
+        const curl_version_info_data *curl = curl_version_info(CURLVERSION_NOW);
+
+        return kiln_buf_addf(&ctx->out, err,
+                             "kiln %s\n"
+                             "%s\n"
+                             "%s\n"
+                             "jansson %s\n"
+                             "zstd %s\n"
+                             "libcurl %s\n",
+                             KILN_VERSION, archive_version_string(),
+                             OpenSSL_version(OPENSSL_VERSION), kiln_json_library_version(),
+                             ZSTD_versionString(), curl->version);
+}
+
+const struct cli_verb cli_verb_version = {
+        .name = "version",
+        .synopsis = "",
+        .summary = "show the version of kiln and of the libraries it uses",
+        .help = "",
+        .min_args = 0,
+        .max_args = 0,
+        .run = run_version,
+};

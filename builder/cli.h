@@ -11,13 +11,14 @@
 
 #include "builder/common/error.h"
 #include "builder/common/strbuf.h"
+#include "parser/parser.h"
 
 /* Returned by an option handler or a verb for a usage error (exit code 2). */
 #define CLI_USAGE (-2)
 
 struct cli_ctx {
-        struct kiln_buf out;   /* printed to stdout after the verb returns */
-        char **warnings;       /* printed to stderr, each on its own line */
+        struct kiln_buf out; /* printed to stdout after the verb returns */
+        char **warnings;     /* printed to stderr, each on its own line */
         size_t n_warnings, alloc_warnings;
 };
 
@@ -26,13 +27,13 @@ void cli_warn(struct cli_ctx *ctx, const char *fmt, ...) _printf_(2, 3);
 
 struct cli_verb {
         const char *name;
-        const char *synopsis;     /* arguments, e.g. "[--dump] FILE|-" */
-        const char *summary;      /* one line for `kiln --help` */
-        const char *help;         /* the options and what the verb does */
+        const char *synopsis; /* arguments, e.g. "[--dump] FILE|-" */
+        const char *summary;  /* one line for `kiln --help` */
+        const char *help;     /* the options and what the verb does */
         const struct option *options;
         const char *shortopts;
         unsigned min_args, max_args;
-        size_t state_size;        /* the verb's option state, zeroed and passed around */
+        size_t state_size; /* the verb's option state, zeroed and passed around */
         /** Takes one parsed option; returns 0, or CLI_USAGE with *err set. */
         int (*option)(void *state, int opt, const char *arg, struct kiln_error **err);
         /** Runs the verb; returns 0, -1 (failure, exit 1) or CLI_USAGE. */
@@ -40,12 +41,64 @@ struct cli_verb {
                    struct kiln_error **err);
 };
 
+/*
+ * The front-end options every verb that reads a Dockerfile shares (docker buildx build's
+ * spelling), and what loading them produces.
+ */
+struct cli_frontend {
+        const char *file;          /* -f/--file: path or "-" */
+        const char *target;        /* --target */
+        const char *platform;      /* --platform */
+        struct df_vars build_args; /* --build-arg */
+        /* filled by cli_frontend_load() */
+        char *dockerfile_name; /* as shown in messages */
+        int context_fd;        /* O_PATH directory fd of the context, or -1 */
+        struct df_syntax *syn;
+        struct df_dockerfile *df;
+        struct df_graph *graph;
+        struct df_ignore *ignore;
+        char *ignore_source; /* the .dockerignore used, or NULL */
+};
+
+#define CLI_FRONTEND_OPTIONS                                                       \
+        { .name = "file", .has_arg = required_argument, .val = 'f' },              \
+                { .name = "target", .has_arg = required_argument, .val = 'T' },    \
+                { .name = "build-arg", .has_arg = required_argument, .val = 'B' }, \
+        {                                                                          \
+                .name = "platform", .has_arg = required_argument, .val = 'P'       \
+        }
+
+#define CLI_FRONTEND_HELP                                                                        \
+        "Options:\n"                                                                             \
+        "  -f, --file FILE        the Dockerfile (default: CONTEXT/Dockerfile; - for stdin)\n"   \
+        "  --target STAGE         build only what STAGE needs (default: the last stage)\n"       \
+        "  --build-arg K[=V]      set a build argument (K alone takes V from the environment)\n" \
+        "  --platform OS/ARCH     the target platform (default: the host's)\n"
+
+/** Takes one of CLI_FRONTEND_OPTIONS; CLI_USAGE for a bad value or another option. */
+int cli_frontend_option(struct cli_frontend *fe, int opt, const char *arg, struct kiln_error **err);
+
+/**
+ * Opens the context, reads and parses the Dockerfile, types its instructions, loads the
+ * .dockerignore and builds the stage graph. Parser warnings go to `ctx`.
+ */
+int cli_frontend_load(struct cli_frontend *fe, const char *context, struct cli_ctx *ctx,
+                      struct kiln_error **err);
+
+/** Frees what cli_frontend_load() made and the build args. For _cleanup_ on a pointer. */
+void cli_frontend_release(struct cli_frontend **fe);
+
+/** The host's platform in OCI terms ("linux/amd64", "linux/arm64", "linux/arm/v7"). */
+const char *cli_host_platform(void);
+
 extern const struct cli_verb cli_verb_version;
 extern const struct cli_verb cli_verb_parse;
 extern const struct cli_verb cli_verb_graph;
+extern const struct cli_verb cli_verb_context;
 
 /** Reads a Dockerfile from a path or "-" (stdin); at most 16 MiB. */
-int cli_read_dockerfile(const char *path, char **ret_text, size_t *ret_len, struct kiln_error **err);
+int cli_read_dockerfile(const char *path, char **ret_text, size_t *ret_len,
+                        struct kiln_error **err);
 
 /** Formats a positioned warning or error "FILE:LINE:COL: msg". */
 char *cli_format_position(const char *file, unsigned line, unsigned column, const char *msg);

@@ -17,6 +17,7 @@
 static const struct cli_verb *const verbs[] = {
         &cli_verb_parse,
         &cli_verb_graph,
+        &cli_verb_context,
         &cli_verb_version,
 };
 
@@ -34,12 +35,11 @@ static void print_main_help(FILE *f)
 {
         size_t i;
 
-        fprintf(f,
-                "Usage: kiln [--help] [--version] VERB [ARGS...]\n"
-                "\n"
-                "kiln builds OCI images from Dockerfiles, without a daemon and without root.\n"
-                "\n"
-                "Verbs:\n");
+        fprintf(f, "Usage: kiln [--help] [--version] VERB [ARGS...]\n"
+                   "\n"
+                   "kiln builds OCI images from Dockerfiles, without a daemon and without root.\n"
+                   "\n"
+                   "Verbs:\n");
         for (i = 0; i < ELEMENTSOF(verbs); i++)
                 fprintf(f, "  %-10s %s\n", verbs[i]->name, verbs[i]->summary);
         fprintf(f, "  %-10s %s\n", "help", "show help for a verb");
@@ -140,13 +140,13 @@ static int run_verb(const struct cli_verb *v, int argc, char **argv)
                 }
                 if (c == '?') {
                         const char *bad = argv[optind - 1];
-                        char shortbuf[3] = { '-', (char)optopt, '\0' };
+                        char shortbuf[3] = { '-', (char) optopt, '\0' };
                         free(longopts);
                         return usage_error(v, "unknown option '%s'", optopt ? shortbuf : bad);
                 }
                 if (c == ':') {
                         const char *bad = argv[optind - 1];
-                        char shortbuf[3] = { '-', (char)optopt, '\0' };
+                        char shortbuf[3] = { '-', (char) optopt, '\0' };
                         free(longopts);
                         return usage_error(v, "option '%s' needs a value",
                                            (optopt && bad[1] != '-') ? shortbuf : bad);
@@ -159,7 +159,7 @@ static int run_verb(const struct cli_verb *v, int argc, char **argv)
                 }
         }
         free(longopts);
-        n_args = (unsigned)(argc - optind);
+        n_args = (unsigned) (argc - optind);
         if (n_args < v->min_args)
                 return usage_error(v, "'%s' needs more arguments", v->name);
         if (n_args > v->max_args)

@@ -19,28 +19,43 @@ int df_quote(const char *s, size_t len, struct kiln_buf *out, struct kiln_error 
 
                 width = kiln_utf8_decode(s + i, len - i, &r);
                 if (width == 1 && r == KILN_RUNE_ERROR) {
-                        unsigned char b = (unsigned char)s[i];
+                        unsigned char b = (unsigned char) s[i];
                         tmp[tn++] = '\\';
                         tmp[tn++] = 'x';
                         tmp[tn++] = hexdigits[b >> 4];
                         tmp[tn++] = hexdigits[b & 0xF];
                 } else if (r == '"' || r == '\\') {
                         tmp[tn++] = '\\';
-                        tmp[tn++] = (char)r;
+                        tmp[tn++] = (char) r;
                 } else if (kiln_rune_is_print(r)) {
                         memcpy(tmp, s + i, width);
                         tn = width;
                 } else {
                         const char *esc = NULL;
                         switch (r) {
-                        case '\a': esc = "\\a"; break;
-                        case '\b': esc = "\\b"; break;
-                        case '\f': esc = "\\f"; break;
-                        case '\n': esc = "\\n"; break;
-                        case '\r': esc = "\\r"; break;
-                        case '\t': esc = "\\t"; break;
-                        case '\v': esc = "\\v"; break;
-                        default: break;
+                        case '\a':
+                                esc = "\\a";
+                                break;
+                        case '\b':
+                                esc = "\\b";
+                                break;
+                        case '\f':
+                                esc = "\\f";
+                                break;
+                        case '\n':
+                                esc = "\\n";
+                                break;
+                        case '\r':
+                                esc = "\\r";
+                                break;
+                        case '\t':
+                                esc = "\\t";
+                                break;
+                        case '\v':
+                                esc = "\\v";
+                                break;
+                        default:
+                                break;
                         }
                         if (esc) {
                                 tn = strlen(esc);
@@ -76,7 +91,7 @@ int df_node_dump(const struct df_node *node, struct kiln_buf *out, struct kiln_e
         for (i = 0; i < n; i++) {
                 char c = node->keyword[i];
                 if (c >= 'A' && c <= 'Z')
-                        c = (char)(c - 'A' + 'a');
+                        c = (char) (c - 'A' + 'a');
                 if (kiln_buf_addc(out, c, err) < 0)
                         return -1;
         }
@@ -93,8 +108,8 @@ int df_node_dump(const struct df_node *node, struct kiln_buf *out, struct kiln_e
                         return -1;
         }
         if (node->trigger) {
-                if (kiln_buf_adds(out, " (", err) < 0 || df_node_dump(node->trigger, out, err) < 0 ||
-                    kiln_buf_addc(out, ')', err) < 0)
+                if (kiln_buf_adds(out, " (", err) < 0 ||
+                    df_node_dump(node->trigger, out, err) < 0 || kiln_buf_addc(out, ')', err) < 0)
                         return -1;
                 return 0;
         }
@@ -112,7 +127,8 @@ int df_syntax_dump(const struct df_syntax *syn, struct kiln_buf *out, struct kil
         size_t i;
 
         for (i = 0; i < syn->n_nodes; i++) {
-                if (kiln_buf_addc(out, '(', err) < 0 || df_node_dump(&syn->nodes[i], out, err) < 0 ||
+                if (kiln_buf_addc(out, '(', err) < 0 ||
+                    df_node_dump(&syn->nodes[i], out, err) < 0 ||
                     kiln_buf_adds(out, ")\n", err) < 0)
                         return -1;
         }

@@ -12,8 +12,12 @@
 #include "parser/parser-internal.h"
 #include "parser/parser.h"
 
-#define EOF_RUNE (-1)
+#define EOF_RUNE    (-1)
 #define MAX_NESTING 200
+/* Expansion can multiply text (${X//""/${X//...}} nests): cap what one word may become. */
+#define MAX_OUTPUT ((size_t) 1 << 20)
+/* Pattern matching costs pattern x value steps; refuse what would take seconds. */
+#define MAX_MATCH_WORK ((size_t) 64 << 20)
 
 /* ---- variables ---- */
 
@@ -57,7 +61,7 @@ void df_vars_set_entry(struct df_vars *vars, const char *entry)
         const char *eq = strchr(entry, '=');
 
         if (eq)
-                df_vars_setn(vars, entry, (size_t)(eq - entry), eq + 1, strlen(eq + 1));
+                df_vars_setn(vars, entry, (size_t) (eq - entry), eq + 1, strlen(eq + 1));
         else
                 df_vars_setn(vars, entry, strlen(entry), "", 0);
 }
@@ -69,7 +73,7 @@ void df_vars_unset(struct df_vars *vars, const char *name)
 
         if (!v)
                 return;
-        i = (size_t)(v - vars->items);
+        i = (size_t) (v - vars->items);
         free(v->name);
         free(v->value);
         memmove(&vars->items[i], &vars->items[i + 1], (vars->n - i - 1) * sizeof(*v));
@@ -141,7 +145,7 @@ static int32_t peek(const struct lexer *lx)
         if (lx->pos >= lx->len)
                 return EOF_RUNE;
         kiln_utf8_decode(lx->s + lx->pos, lx->len - lx->pos, &r);
-        return (int32_t)r;
+        return (int32_t) r;
 }
 
 /* Consumes one character; ret_start and ret_len give its bytes, which are copied verbatim so
@@ -159,7 +163,7 @@ static int32_t next(struct lexer *lx, size_t *ret_start, size_t *ret_len)
         if (ret_len)
                 *ret_len = n;
         lx->pos += n;
-        return (int32_t)r;
+        return (int32_t) r;
 }
 
 static int fail_at(struct lexer *lx, size_t offset, const char *fmt, ...) _printf_(3, 4);
@@ -172,7 +176,7 @@ static int fail_at(struct lexer *lx, size_t offset, const char *fmt, ...)
         kiln_error_newv(lx->err, KILN_ERR_PARSE, fmt, ap);
         va_end(ap);
         if (lx->err && *lx->err)
-                (*lx->err)->column = (unsigned)(offset + 1);
+                (*lx->err)->column = (unsigned) (offset + 1);
         return -1;
 }
 
@@ -262,8 +266,8 @@ static void read_name(struct lexer *lx, struct kiln_buf *name)
 
                 if (c == EOF_RUNE)
                         return;
-                if (name->len == 0 && kiln_rune_is_digit((uint32_t)c)) {
-                        while ((c = peek(lx)) != EOF_RUNE && kiln_rune_is_digit((uint32_t)c)) {
+                if (name->len == 0 && kiln_rune_is_digit((uint32_t) c)) {
+                        while ((c = peek(lx)) != EOF_RUNE && kiln_rune_is_digit((uint32_t) c)) {
                                 next(lx, &start, &n);
                                 kiln_buf_add(name, lx->s + start, n, NULL);
                         }
@@ -274,7 +278,8 @@ static void read_name(struct lexer *lx, struct kiln_buf *name)
                         kiln_buf_add(name, lx->s + start, n, NULL);
                         return;
                 }
-                if (!kiln_rune_is_letter((uint32_t)c) && !kiln_rune_is_digit((uint32_t)c) && c != '_')
+                if (!kiln_rune_is_letter((uint32_t) c) && !kiln_rune_is_digit((uint32_t) c) &&
+                    c != '_')
                         return;
                 next(lx, &start, &n);
                 kiln_buf_add(name, lx->s + start, n, NULL);
@@ -364,8 +369,9 @@ static int pattern_compile(struct lexer *lx, size_t at, const char *pat, size_t 
                                 char buf[4];
                                 size_t bn = e ? kiln_utf8_encode(e, buf) : 0;
                                 return fail_at(lx, at,
-                                               "invalid pattern (%.*s) in substitution: invalid escape '\\%.*s'",
-                                               (int)len, pat, (int)bn, buf);
+                                               "invalid pattern (%.*s) in substitution: invalid "
+                                               "escape '\\%.*s'",
+                                               (int) len, pat, (int) bn, buf);
                         }
                         t[n].kind = TOK_LIT;
                         t[n++].rune = e;
@@ -387,19 +393,24 @@ static int pattern_compile(struct lexer *lx, size_t at, const char *pat, size_t 
 static long *pattern_match_ends(const struct pat_tok *t, size_t nt, const uint32_t *r, size_t n,
                                 bool greedy)
 {
-        long *cur = xcalloc(n + 1, sizeof(long));
-        long *below = xcalloc(n + 1, sizeof(long));
+        long *cur, *below;
         size_t p, i;
 
+        if ((nt + 1) > MAX_MATCH_WORK / (n + 1))
+                return NULL;
+        cur = xcalloc(n + 1, sizeof(long));
+        below = xcalloc(n + 1, sizeof(long));
+
         for (i = 0; i <= n; i++)
-                below[i] = (long)i;
+                below[i] = (long) i;
         for (p = nt; p > 0; p--) {
                 const struct pat_tok *tok = &t[p - 1];
                 long *tmp;
 
                 for (i = n + 1; i > 0; i--) {
                         size_t at = i - 1;
-                        bool can_take = at < n && (tok->kind != TOK_LIT ? r[at] != '\n' : r[at] == tok->rune);
+                        bool can_take = at < n &&
+                                        (tok->kind != TOK_LIT ? r[at] != '\n' : r[at] == tok->rune);
                         long res = -1;
 
                         switch (tok->kind) {
@@ -457,11 +468,19 @@ static int trim_affix(struct lexer *lx, size_t at, const char *pat, size_t plen,
                 }
         }
         ends = pattern_match_ends(t, nt, rs.r, rs.n, greedy);
+        if (!ends) {
+                runes_release(&rs);
+                kiln_error_new(lx->err, KILN_ERR_LIMIT,
+                               "pattern too large for the value it is matched against");
+                if (lx->err && *lx->err)
+                        (*lx->err)->column = (unsigned) (at + 1);
+                return -1;
+        }
         if (ends[0] < 0) {
                 kiln_buf_add(out, value, vlen, NULL);
         } else if (suffix) {
                 /* Matched the last ends[0] characters. */
-                kiln_buf_add(out, value, rs.off[rs.n - (size_t)ends[0]], NULL);
+                kiln_buf_add(out, value, rs.off[rs.n - (size_t) ends[0]], NULL);
         } else {
                 size_t from = rs.off[ends[0]];
                 kiln_buf_add(out, value + from, vlen - from, NULL);
@@ -487,7 +506,10 @@ static void expand_replacement(const char *repl, size_t rlen, const char *match,
                 bool brace = false;
 
                 if (repl[i] != '$') {
-                        kiln_buf_addc(out, repl[i++], NULL);
+                        const char *dollar = memchr(repl + i, '$', rlen - i);
+                        size_t run = dollar ? (size_t) (dollar - repl) - i : rlen - i;
+                        kiln_buf_add(out, repl + i, run, NULL);
+                        i += run;
                         continue;
                 }
                 i++;
@@ -536,6 +558,14 @@ static int replace_pattern(struct lexer *lx, size_t at, const char *pat, size_t 
                 return -1;
         runes_decode(&rs, value, vlen);
         ends = pattern_match_ends(t, nt, rs.r, rs.n, true);
+        if (!ends) {
+                runes_release(&rs);
+                kiln_error_new(lx->err, KILN_ERR_LIMIT,
+                               "pattern too large for the value it is matched against");
+                if (lx->err && *lx->err)
+                        (*lx->err)->column = (unsigned) (at + 1);
+                return -1;
+        }
         while (search <= rs.n) {
                 size_t a = search, e;
 
@@ -543,13 +573,14 @@ static int replace_pattern(struct lexer *lx, size_t at, const char *pat, size_t 
                         a++;
                 if (a > rs.n)
                         break;
-                e = (size_t)ends[a];
+                e = (size_t) ends[a];
                 kiln_buf_add(out, value + rs.off[last_end], rs.off[a] - rs.off[last_end], NULL);
                 /* No replacement for an empty match right after another match. */
                 if (e > last_end || a == 0)
-                        expand_replacement(repl, rlen, value + rs.off[a], rs.off[e] - rs.off[a], out);
+                        expand_replacement(repl, rlen, value + rs.off[a], rs.off[e] - rs.off[a],
+                                           out);
                 last_end = e;
-                if (!all)
+                if (!all || out->overflow)
                         break;
                 search = search + 1 > e ? search + 1 : e;
         }
@@ -571,14 +602,45 @@ int df_shell_pattern_prefix(const char *pat, size_t plen, const char *value, boo
                 return -1;
         runes_decode(&rs, value, strlen(value));
         ends = pattern_match_ends(t, nt, rs.r, rs.n, greedy);
-        *ret_end = ends[0] < 0 ? -1 : (long)rs.off[ends[0]];
+        if (!ends) {
+                runes_release(&rs);
+                return kiln_error_new(err, KILN_ERR_LIMIT, "pattern too large");
+        }
+        *ret_end = ends[0] < 0 ? -1 : (long) rs.off[ends[0]];
         runes_release(&rs);
         return 0;
 }
 
 /* ---- $ processing ---- */
 
+/* An output buffer that overflowed holds truncated text: report it as a LIMIT error. */
+static int check_output(struct lexer *lx, const struct kiln_buf *b, size_t at)
+{
+        if (!b->overflow)
+                return 0;
+        kiln_error_new(lx->err, KILN_ERR_LIMIT, "expansion exceeds %zu MiB", MAX_OUTPUT >> 20);
+        if (lx->err && *lx->err)
+                (*lx->err)->column = (unsigned) (at + 1);
+        return -1;
+}
+
+static void buf_init(struct kiln_buf *b)
+{
+        kiln_buf_init(b, MAX_OUTPUT);
+}
+
+static int process_dollar_inner(struct lexer *lx, struct kiln_buf *out);
+
 static int process_dollar(struct lexer *lx, struct kiln_buf *out)
+{
+        size_t start = lx->pos;
+
+        if (process_dollar_inner(lx, out) < 0)
+                return -1;
+        return check_output(lx, out, start);
+}
+
+static int process_dollar_inner(struct lexer *lx, struct kiln_buf *out)
 {
         _cleanup_buf_ struct kiln_buf name = KILN_BUF_INIT;
         _cleanup_buf_ struct kiln_buf word = KILN_BUF_INIT;
@@ -590,6 +652,8 @@ static int process_dollar(struct lexer *lx, struct kiln_buf *out)
         char mod[16];
         int modlen = 0;
 
+        buf_init(&name);
+        buf_init(&word);
         next(lx, NULL, NULL); /* '$' */
         if (peek(lx) != '{') {
                 read_name(lx, &name);
@@ -618,7 +682,7 @@ static int process_dollar(struct lexer *lx, struct kiln_buf *out)
                 return fail_at(lx, start, "syntax error: missing '}'");
         }
         memcpy(mod, lx->s + cs, cn);
-        modlen = (int)cn;
+        modlen = (int) cn;
 
         switch (c) {
         case '}':
@@ -646,7 +710,7 @@ static int process_dollar(struct lexer *lx, struct kiln_buf *out)
                                 return fail_at(lx, start, "syntax error: missing '}'");
                         }
                         memcpy(mod + modlen, lx->s + cs, cn);
-                        modlen += (int)cn;
+                        modlen += (int) cn;
                 }
                 raw = c == '#' || c == '%';
                 if (null_is_unset && raw) {
@@ -663,7 +727,8 @@ static int process_dollar(struct lexer *lx, struct kiln_buf *out)
                 lx->depth--;
                 var = lookup(lx, name.buf);
                 if (!var && (lx->flags & DF_EXPAND_SKIP_UNSET))
-                        return kiln_buf_addf(out, NULL, "${%s%.*s%s}", name.buf, modlen, mod, word.buf);
+                        return kiln_buf_addf(out, NULL, "${%s%.*s%s}", name.buf, modlen, mod,
+                                             word.buf);
                 switch (c) {
                 case '-':
                         if (!var || (null_is_unset && var->value[0] == '\0'))
@@ -687,7 +752,7 @@ static int process_dollar(struct lexer *lx, struct kiln_buf *out)
                         size_t plen = word.len;
                         bool greedy = false;
 
-                        if (plen > 0 && p[0] == (char)c) {
+                        if (plen > 0 && p[0] == (char) c) {
                                 greedy = true;
                                 p++;
                                 plen--;
@@ -704,6 +769,7 @@ static int process_dollar(struct lexer *lx, struct kiln_buf *out)
                 _cleanup_buf_ struct kiln_buf repl = KILN_BUF_INIT;
                 bool all = peek(lx) == '/';
 
+                buf_init(&repl);
                 if (all)
                         next(lx, NULL, NULL);
                 if (process_until(lx, '/', true, &word, NULL) < 0) {
@@ -721,13 +787,15 @@ static int process_dollar(struct lexer *lx, struct kiln_buf *out)
                 lx->depth--;
                 var = lookup(lx, name.buf);
                 if (!var && (lx->flags & DF_EXPAND_SKIP_UNSET))
-                        return kiln_buf_addf(out, NULL, "${%s/%s/%s}", name.buf, word.buf, repl.buf);
+                        return kiln_buf_addf(out, NULL, "${%s/%s/%s}", name.buf, word.buf,
+                                             repl.buf);
                 return replace_pattern(lx, start, word.buf, word.len, repl.buf, repl.len,
                                        var ? var->value : "", all, out);
         }
         default:
                 lx->depth--;
-                return fail_at(lx, start, "unsupported modifier (%.*s) in substitution", modlen, mod);
+                return fail_at(lx, start, "unsupported modifier (%.*s) in substitution", modlen,
+                               mod);
         }
 }
 
@@ -743,7 +811,8 @@ static int process_single_quote(struct lexer *lx, struct kiln_buf *out)
                 c = next(lx, &cs, &cn);
                 if (c == EOF_RUNE)
                         return fail_at(lx, start,
-                                       "unexpected end of statement while looking for matching single-quote");
+                                       "unexpected end of statement while looking for matching "
+                                       "single-quote");
                 if (c == '\'') {
                         if (lx->flags & DF_EXPAND_RAW_QUOTES)
                                 kiln_buf_add(out, lx->s + cs, cn, NULL);
@@ -765,7 +834,8 @@ static int process_double_quote(struct lexer *lx, struct kiln_buf *out)
 
                 if (c == EOF_RUNE)
                         return fail_at(lx, start,
-                                       "unexpected end of statement while looking for matching double-quote");
+                                       "unexpected end of statement while looking for matching "
+                                       "double-quote");
                 if (c == '"') {
                         next(lx, &cs, &cn);
                         if (lx->flags & DF_EXPAND_RAW_QUOTES)
@@ -837,18 +907,22 @@ static int process_until(struct lexer *lx, int32_t stop, bool raw_escapes, struc
                                 break; /* a lone escape at the end is dropped */
                         words_add_raw(w, lx->s + cs, cn);
                 } else {
-                        words_add_char(w, (uint32_t)c, lx->s + cs, cn);
+                        words_add_char(w, (uint32_t) c, lx->s + cs, cn);
                 }
                 kiln_buf_add(out, lx->s + cs, cn, NULL);
         }
         if (stop != EOF_RUNE) {
                 char sbuf[4];
-                size_t sn = kiln_utf8_encode((uint32_t)stop, sbuf);
+                size_t sn = kiln_utf8_encode((uint32_t) stop, sbuf);
                 r = fail_at(lx, lx->pos,
-                            "unexpected end of statement while looking for matching %.*s", (int)sn, sbuf);
+                            "unexpected end of statement while looking for matching %.*s", (int) sn,
+                            sbuf);
         }
 done:
         lx->raw_escapes = saved_raw;
+        if (r == 0 &&
+            (check_output(lx, out, lx->pos) < 0 || (w && check_output(lx, &w->word, lx->pos) < 0)))
+                r = -1;
         return r;
 }
 
@@ -873,19 +947,21 @@ int df_expand_word(const char *word, size_t len, char escape, unsigned flags, st
 {
         _cleanup_buf_ struct kiln_buf out = KILN_BUF_INIT;
 
+        buf_init(&out);
         if (expand(word, len, escape, flags, vars, &out, NULL, err) < 0)
                 return -1;
         *ret = kiln_buf_detach(&out, ret_len);
         return 0;
 }
 
-int df_expand_words(const char *word, size_t len, char escape, unsigned flags,
-                    struct df_vars *vars, char ***ret_words, size_t *ret_n,
-                    struct kiln_error **err)
+int df_expand_words(const char *word, size_t len, char escape, unsigned flags, struct df_vars *vars,
+                    char ***ret_words, size_t *ret_n, struct kiln_error **err)
 {
         _cleanup_buf_ struct kiln_buf out = KILN_BUF_INIT;
         struct words w = { .word = KILN_BUF_INIT };
 
+        buf_init(&out);
+        buf_init(&w.word);
         if (expand(word, len, escape, flags, vars, &out, &w, err) < 0) {
                 words_release(&w);
                 return -1;

@@ -45,8 +45,8 @@ int df_heredoc_word(const char *w, char **ret_name, unsigned *ret_fd, bool *ret_
                     bool *ret_expand, struct kiln_error **err);
 
 /** The heredoc markers of an instruction line, in order; the caller frees names and array. */
-int df_heredocs_from_line(const char *line, size_t len, struct df_heredoc_spec **ret,
-                          size_t *ret_n, struct kiln_error **err);
+int df_heredocs_from_line(const char *line, size_t len, struct df_heredoc_spec **ret, size_t *ret_n,
+                          struct kiln_error **err);
 
 /** BuildKit's parseWords (ARG's rule): whitespace splits, quotes and escapes are kept. */
 char **df_split_words(const char *s, size_t len, char escape, size_t *ret_n);
@@ -57,3 +57,6 @@ char **df_split_words(const char *s, size_t len, char escape, size_t *ret_n);
  */
 int df_shell_pattern_prefix(const char *pat, size_t plen, const char *value, bool greedy,
                             long *ret_end, struct kiln_error **err);
+
+/** The `from=` field of a RUN --mount value (raw, malloc'd), or NULL when it has none. */
+int df_mount_get_from(const char *spec, char **ret_from, struct kiln_error **err);

@@ -9,8 +9,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "builder/common/strbuf.h"
 #include "builder/common/json-util.h"
+#include "builder/common/strbuf.h"
 #include "builder/common/xalloc.h"
 #include "parser/parser-internal.h"
 
@@ -43,7 +43,7 @@ char *df_arena_lower(struct kiln_arena *a, const char *s, size_t len)
         size_t i;
 
         for (i = 0; i < len; i++)
-                p[i] = (char)tolower((unsigned char)p[i]);
+                p[i] = (char) tolower((unsigned char) p[i]);
         return p;
 }
 
@@ -85,8 +85,8 @@ struct parse_state {
         bool directives_done;
         bool seen_escape, seen_syntax, seen_check;
         /* the reader */
-        size_t pos;       /* next unread byte */
-        unsigned lineno;  /* number of physical lines consumed */
+        size_t pos;      /* next unread byte */
+        unsigned lineno; /* number of physical lines consumed */
         struct df_warning *warnings;
         size_t n_warnings, alloc_warnings;
 };
@@ -116,7 +116,7 @@ static void args_release(struct vec_args *va)
         size_t i;
 
         for (i = 0; i < va->n; i++)
-                free((char *)va->v[i].text);
+                free((char *) va->v[i].text);
         free(va->v);
         va->v = NULL;
         va->n = va->alloc = 0;
@@ -179,8 +179,7 @@ const char *df_syntax_line(const struct df_syntax *syn, unsigned line, size_t *r
 }
 
 static void position_in_segments(const struct df_syntax *syn, const struct df_segment *segs,
-                                 size_t n_segs, size_t offset, unsigned *ret_line,
-                                 size_t *ret_byte)
+                                 size_t n_segs, size_t offset, unsigned *ret_line, size_t *ret_byte)
 {
         size_t i, best = 0;
 
@@ -194,7 +193,7 @@ static void position_in_segments(const struct df_syntax *syn, const struct df_se
         }
         *ret_line = segs[best].line;
         *ret_byte = segs[best].line_offset + (offset - segs[best].offset);
-        (void)syn;
+        (void) syn;
 }
 
 void df_node_position(const struct df_syntax *syn, const struct df_node *node, size_t offset,
@@ -250,8 +249,9 @@ void df_error_locate(struct kiln_error *e, const struct df_syntax *syn, const st
         attach_source(e, syn);
 }
 
-int df_error_at_node(struct kiln_error **err, const struct df_syntax *syn, const struct df_node *node,
-                     size_t offset, enum kiln_errkind kind, const char *fmt, ...)
+int df_error_at_node(struct kiln_error **err, const struct df_syntax *syn,
+                     const struct df_node *node, size_t offset, enum kiln_errkind kind,
+                     const char *fmt, ...)
 {
         va_list ap;
 
@@ -339,7 +339,7 @@ static int read_line(struct parse_state *ps, const char **ret, size_t *ret_len, 
                 return 0;
         start = syn->text + ps->pos;
         nl = memchr(start, '\n', syn->text_len - ps->pos);
-        len = nl ? (size_t)(nl - start) + 1 : syn->text_len - ps->pos;
+        len = nl ? (size_t) (nl - start) + 1 : syn->text_len - ps->pos;
         content = nl ? len - 1 : len;
         if (content > DF_MAX_LINE) {
                 kiln_error_new(ps->err, KILN_ERR_LIMIT,
@@ -403,9 +403,9 @@ static int check_directive(struct parse_state *ps, const char *s, size_t len, un
         while (i < len && is_re_space(s[i]))
                 i++;
         key_start = i;
-        if (i >= len || !isalpha((unsigned char)s[i]))
+        if (i >= len || !isalpha((unsigned char) s[i]))
                 goto done;
-        while (i < len && isalnum((unsigned char)s[i]))
+        while (i < len && isalnum((unsigned char) s[i]))
                 i++;
         key_end = i;
         while (i < len && is_re_space(s[i]))
@@ -439,9 +439,10 @@ static int check_directive(struct parse_state *ps, const char *s, size_t len, un
                                          "only one escape parser directive can be used");
                 ps->seen_escape = true;
                 if (vlen != 1 || (value[0] != '\\' && value[0] != '`'))
-                        return fail_line(ps, line, column_of(ps->syn, line, byte_in_line + val_start),
+                        return fail_line(ps, line,
+                                         column_of(ps->syn, line, byte_in_line + val_start),
                                          "invalid escape token '%.*s' does not match ` or \\",
-                                         (int)vlen, value);
+                                         (int) vlen, value);
                 ps->escape = value[0];
                 ps->syn->escape = value[0];
         } else if (df_keyword_is(key, "syntax")) {
@@ -477,13 +478,14 @@ static size_t continuation(const char *s, size_t len, char escape)
         while (end > 0 && (s[end - 1] == ' ' || s[end - 1] == '\t'))
                 end--;
         if (end == 0 || s[end - 1] != escape)
-                return (size_t)-1;
+                return (size_t) -1;
         if (end >= 2 && s[end - 2] == escape)
-                return (size_t)-1;
+                return (size_t) -1;
         return end - 1;
 }
 
-static void joined_add(struct joined *j, const char *s, size_t len, unsigned line, size_t line_offset)
+static void joined_add(struct joined *j, const char *s, size_t len, unsigned line,
+                       size_t line_offset)
 {
         XGROW(j->segs.v, j->segs.n + 1, j->segs.alloc);
         j->segs.v[j->segs.n].offset = j->text.len;
@@ -508,7 +510,7 @@ static size_t extract_flags(const char *s, size_t len, size_t base, struct vec_a
         size_t pos, word_start = 0;
 
         for (pos = 0; pos <= len; pos++) {
-                unsigned char ch = pos < len ? (unsigned char)s[pos] : 0;
+                unsigned char ch = pos < len ? (unsigned char) s[pos] : 0;
 
                 if (phase == IN_SPACES) {
                         if (pos == len)
@@ -538,7 +540,7 @@ static size_t extract_flags(const char *s, size_t len, size_t base, struct vec_a
                                 continue;
                         }
                         if (ch == '\'' || ch == '"') {
-                                quote = (char)ch;
+                                quote = (char) ch;
                                 blank_ok = true;
                                 phase = IN_QUOTE;
                                 continue;
@@ -547,13 +549,13 @@ static size_t extract_flags(const char *s, size_t len, size_t base, struct vec_a
                                 if (pos + 1 == len)
                                         continue;
                                 pos++;
-                                ch = (unsigned char)s[pos];
+                                ch = (unsigned char) s[pos];
                         }
-                        kiln_buf_addc(&word, (char)ch, NULL);
+                        kiln_buf_addc(&word, (char) ch, NULL);
                         continue;
                 }
                 /* IN_QUOTE */
-                if (ch == (unsigned char)quote) {
+                if (ch == (unsigned char) quote) {
                         phase = IN_WORD;
                         continue;
                 }
@@ -563,9 +565,9 @@ static size_t extract_flags(const char *s, size_t len, size_t base, struct vec_a
                                 continue;
                         }
                         pos++;
-                        ch = (unsigned char)s[pos];
+                        ch = (unsigned char) s[pos];
                 }
-                kiln_buf_addc(&word, (char)ch, NULL);
+                kiln_buf_addc(&word, (char) ch, NULL);
         }
         return len;
 }
@@ -609,7 +611,7 @@ static void parse_words(const char *s, size_t len, size_t base, char escape, str
                                 blank_ok = true;
                                 phase = IN_QUOTE;
                         }
-                        if (ch == (uint32_t)escape) {
+                        if (ch == (uint32_t) escape) {
                                 if (pos + width == len)
                                         continue;
                                 kiln_buf_add(&word, s + pos, width, NULL);
@@ -622,7 +624,7 @@ static void parse_words(const char *s, size_t len, size_t base, char escape, str
                 /* IN_QUOTE */
                 if (ch == quote)
                         phase = IN_WORD;
-                if (ch == (uint32_t)escape && quote != '\'') {
+                if (ch == (uint32_t) escape && quote != '\'') {
                         if (pos + width == len) {
                                 phase = IN_WORD;
                                 continue;
@@ -709,24 +711,15 @@ static const struct {
         const char *name;
         enum arg_rule rule;
 } instruction_rules[] = {
-        { "add", RULE_MAYBE_JSON_LIST },
-        { "arg", RULE_NAME_OR_NAME_VAL },
-        { "cmd", RULE_MAYBE_JSON },
-        { "copy", RULE_MAYBE_JSON_LIST },
-        { "entrypoint", RULE_MAYBE_JSON },
-        { "env", RULE_NAME_VAL },
-        { "expose", RULE_WS_LIST },
-        { "from", RULE_WS_LIST },
-        { "healthcheck", RULE_HEALTHCHECK },
-        { "label", RULE_NAME_VAL },
-        { "maintainer", RULE_STRING },
-        { "onbuild", RULE_SUBCOMMAND },
-        { "run", RULE_MAYBE_JSON },
-        { "shell", RULE_MAYBE_JSON },
-        { "stopsignal", RULE_STRING },
-        { "user", RULE_STRING },
-        { "volume", RULE_MAYBE_JSON_LIST },
-        { "workdir", RULE_STRING },
+        { "add", RULE_MAYBE_JSON_LIST },     { "arg", RULE_NAME_OR_NAME_VAL },
+        { "cmd", RULE_MAYBE_JSON },          { "copy", RULE_MAYBE_JSON_LIST },
+        { "entrypoint", RULE_MAYBE_JSON },   { "env", RULE_NAME_VAL },
+        { "expose", RULE_WS_LIST },          { "from", RULE_WS_LIST },
+        { "healthcheck", RULE_HEALTHCHECK }, { "label", RULE_NAME_VAL },
+        { "maintainer", RULE_STRING },       { "onbuild", RULE_SUBCOMMAND },
+        { "run", RULE_MAYBE_JSON },          { "shell", RULE_MAYBE_JSON },
+        { "stopsignal", RULE_STRING },       { "user", RULE_STRING },
+        { "volume", RULE_MAYBE_JSON_LIST },  { "workdir", RULE_STRING },
 };
 
 static bool rule_for(const char *keyword, enum arg_rule *ret)
@@ -746,8 +739,8 @@ static int node_from_text(struct parse_state *ps, const struct joined *j, size_t
                           struct df_node *node, unsigned depth);
 
 /* ENV and LABEL: new "k=v ..." form, or the legacy "k value" form. */
-static int parse_name_val(struct parse_state *ps, const struct joined *j, const char *s,
-                          size_t len, size_t base, const char *what, struct vec_args *out)
+static int parse_name_val(struct parse_state *ps, const struct joined *j, const char *s, size_t len,
+                          size_t base, const char *what, struct vec_args *out)
 {
         struct vec_args words = { 0 };
         size_t i;
@@ -777,22 +770,24 @@ static int parse_name_val(struct parse_state *ps, const struct joined *j, const 
 
                 if (!eq) {
                         int r = fail_joined(ps, j, words.v[i].offset,
-                                            "syntax error - can't find = in '%s'; must be of the form: name=value",
+                                            "syntax error - can't find = in '%s'; must be of the "
+                                            "form: name=value",
                                             w);
                         args_release(&words);
                         return r;
                 }
-                args_push(out, w, (size_t)(eq - w), words.v[i].offset);
-                args_push(out, eq + 1, words.v[i].len - (size_t)(eq - w) - 1,
-                          words.v[i].offset + (size_t)(eq - w) + 1);
-                args_push(out, "=", 1, words.v[i].offset + (size_t)(eq - w));
+                args_push(out, w, (size_t) (eq - w), words.v[i].offset);
+                args_push(out, eq + 1, words.v[i].len - (size_t) (eq - w) - 1,
+                          words.v[i].offset + (size_t) (eq - w) + 1);
+                args_push(out, "=", 1, words.v[i].offset + (size_t) (eq - w));
         }
         args_release(&words);
         return 0;
 }
 
 static int parse_maybe_json(struct parse_state *ps, const struct joined *j, const char *s,
-                            size_t len, size_t base, bool list, struct vec_args *out, bool *ret_json)
+                            size_t len, size_t base, bool list, struct vec_args *out,
+                            bool *ret_json)
 {
         if (len == 0 && !list)
                 return 0;
@@ -801,8 +796,9 @@ static int parse_maybe_json(struct parse_state *ps, const struct joined *j, cons
                 *ret_json = true;
                 return 0;
         case JSON_NOT_STRINGS:
-                return fail_joined(ps, j, base + trim_left_space(s, len),
-                                   "when using JSON array syntax, arrays must be comprised of strings only");
+                return fail_joined(
+                        ps, j, base + trim_left_space(s, len),
+                        "when using JSON array syntax, arrays must be comprised of strings only");
         case JSON_NOT_JSON:
                 break;
         }
@@ -842,10 +838,10 @@ static int dispatch_args(struct parse_state *ps, const struct joined *j, struct 
                 /* Byte-wise, as BuildKit does: the type word, then the command like CMD. */
                 size_t sep = 0, nxt;
 
-                while (sep < len && !kiln_rune_is_space((unsigned char)s[sep]))
+                while (sep < len && !kiln_rune_is_space((unsigned char) s[sep]))
                         sep++;
                 nxt = sep;
-                while (nxt < len && kiln_rune_is_space((unsigned char)s[nxt]))
+                while (nxt < len && kiln_rune_is_space((unsigned char) s[nxt]))
                         nxt++;
                 if (sep == 0)
                         return 0;
@@ -858,8 +854,11 @@ static int dispatch_args(struct parse_state *ps, const struct joined *j, struct 
 
                 if (len == 0)
                         return 0;
-                if (depth > 0)
-                        return fail_joined(ps, j, base, "ONBUILD triggers cannot be nested this deep");
+                /* BuildKit nests ONBUILD ONBUILD ... freely (the instruction check rejects
+                 * it); bound the recursion all the same. */
+                if (depth >= 64)
+                        return fail_joined(ps, j, base,
+                                           "ONBUILD triggers nested more than 64 deep");
                 sub = kiln_arena_alloc(&ps->syn->arena, sizeof(*sub));
                 if (node_from_text(ps, j, base, len, sub, depth + 1) < 0)
                         return -1;
@@ -981,7 +980,7 @@ static bool heredoc_marker(const char *w, unsigned *ret_fd, bool *ret_chomp, con
 
         while (*p >= '0' && *p <= '9') {
                 if (fd < 100000000)
-                        fd = fd * 10 + (unsigned)(*p - '0');
+                        fd = fd * 10 + (unsigned) (*p - '0');
                 p++;
         }
         if (p[0] != '<' || p[1] != '<')
@@ -1026,7 +1025,8 @@ int df_heredoc_word(const char *w, char **ret_name, unsigned *ret_fd, bool *ret_
         }
         if (n_raw != n_plain) {
                 r = kiln_error_new(err, KILN_ERR_PARSE,
-                                   "internal lexing of heredoc produced inconsistent results: %s", rest);
+                                   "internal lexing of heredoc produced inconsistent results: %s",
+                                   rest);
                 goto out;
         }
         *ret_expand = count_quotes(plain[0]) == count_quotes(raw[0]);
@@ -1038,8 +1038,8 @@ out:
 }
 
 /* Finds the heredoc markers on an instruction line (quoted markers are not heredocs). */
-int df_heredocs_from_line(const char *line, size_t len, struct df_heredoc_spec **ret,
-                          size_t *ret_n, struct kiln_error **err)
+int df_heredocs_from_line(const char *line, size_t len, struct df_heredoc_spec **ret, size_t *ret_n,
+                          struct kiln_error **err)
 {
         _cleanup_(kiln_error_freep) struct kiln_error *lex_err = NULL;
         char **words = NULL;
@@ -1141,14 +1141,16 @@ static int read_heredocs(struct parse_state *ps, const struct joined *j, struct 
                         t = trim_newline(l, ll);
                         if (h->chomp)
                                 skip = trim_leading_tabs(l, t);
-                        if (t - skip == name_len && memcmp(l + skip, specs[i].name, name_len) == 0) {
+                        if (t - skip == name_len &&
+                            memcmp(l + skip, specs[i].name, name_len) == 0) {
                                 terminated = true;
                                 break;
                         }
                         kiln_buf_add(&body, l, ll, NULL);
                 }
                 if (!terminated) {
-                        r = fail_line(ps, start_line, 1, "unterminated heredoc '%s'", specs[i].name);
+                        r = fail_line(ps, start_line, 1, "unterminated heredoc '%s'",
+                                      specs[i].name);
                         goto out;
                 }
                 h->content = kiln_arena_memdup(&ps->syn->arena, body.buf, body.len);
@@ -1168,7 +1170,7 @@ char *df_heredoc_chomp(const char *content, size_t len, size_t *ret_len)
 
         while (i < len) {
                 const char *nl = memchr(content + i, '\n', len - i);
-                size_t end = nl ? (size_t)(nl - content) + 1 : len;
+                size_t end = nl ? (size_t) (nl - content) + 1 : len;
                 i += trim_leading_tabs(content + i, end - i);
                 kiln_buf_add(&out, content + i, end - i, NULL);
                 i = end;
@@ -1230,7 +1232,7 @@ static int parse_all(struct parse_state *ps, struct df_node **ret_nodes, size_t 
                 if (lead < t && l[lead] == '#')
                         lead = t; /* a comment line */
                 keep = continuation(l + lead, t - lead, ps->escape);
-                eol = keep == (size_t)-1;
+                eol = keep == (size_t) -1;
                 if (eol && lead == t)
                         continue;
 
@@ -1259,7 +1261,7 @@ static int parse_all(struct parse_state *ps, struct df_node **ret_nodes, size_t 
                                 continue;
                         }
                         cl = continuation(l, ct, ps->escape);
-                        eol = cl == (size_t)-1;
+                        eol = cl == (size_t) -1;
                         joined_add(&j, l, eol ? ct : cl, ps->lineno, 0);
                 }
                 if (has_empty)
@@ -1277,8 +1279,11 @@ static int parse_all(struct parse_state *ps, struct df_node **ret_nodes, size_t 
                 }
                 node.end_line = ps->lineno;
                 if (node.trigger) {
+                        /* An ONBUILD trigger's heredocs belong to the trigger. */
                         node.trigger->start_line = node.start_line;
                         node.trigger->end_line = node.end_line;
+                        node.trigger->heredocs = node.heredocs;
+                        node.trigger->n_heredocs = node.n_heredocs;
                 }
                 XGROW(nodes, n + 1, alloc);
                 nodes[n++] = node;

@@ -8,7 +8,7 @@
 #include "builder/common/xalloc.h"
 
 #define CHUNK_SIZE (64 * 1024)
-#define ALIGN 16
+#define ALIGN      16
 
 struct kiln_arena_chunk {
         struct kiln_arena_chunk *next;
@@ -19,7 +19,7 @@ struct kiln_arena_chunk {
 void *kiln_arena_alloc(struct kiln_arena *a, size_t size)
 {
         struct kiln_arena_chunk *c;
-        size_t need = (size + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+        size_t need = (size + ALIGN - 1) & ~(size_t) (ALIGN - 1);
         void *p;
 
         if (need < size)
@@ -82,7 +82,7 @@ char *kiln_arena_printf(struct kiln_arena *a, const char *fmt, ...)
         va_end(ap);
         if (n < 0)
                 abort();
-        s = kiln_arena_memdup(a, tmp, (size_t)n);
+        s = kiln_arena_memdup(a, tmp, (size_t) n);
         free(tmp);
         return s;
 }

@@ -12,11 +12,14 @@ struct kiln_arena_chunk;
 
 struct kiln_arena {
         struct kiln_arena_chunk *head;
-        size_t used; /* bytes used in head */
+        size_t used;  /* bytes used in head */
         size_t total; /* bytes handed out, for statistics */
 };
 
-#define KILN_ARENA_INIT { .head = NULL, .used = 0, .total = 0 }
+#define KILN_ARENA_INIT                             \
+        {                                           \
+                .head = NULL, .used = 0, .total = 0 \
+        }
 
 /** Returns `size` zeroed bytes aligned for any type; aborts on out-of-memory. */
 void *kiln_arena_alloc(struct kiln_arena *a, size_t size);

@@ -8,22 +8,17 @@
 #include "builder/common/xalloc.h"
 
 static const char *const kind_names[_KILN_ERR_MAX] = {
-        [KILN_ERR_GENERIC] = "error",
-        [KILN_ERR_IO] = "io",
-        [KILN_ERR_PARSE] = "parse",
-        [KILN_ERR_INVALID] = "invalid",
-        [KILN_ERR_NOTFOUND] = "notfound",
-        [KILN_ERR_UNSUPPORTED] = "unsupported",
-        [KILN_ERR_NET] = "net",
-        [KILN_ERR_AUTH] = "auth",
-        [KILN_ERR_DIGEST] = "digest",
-        [KILN_ERR_LIMIT] = "limit",
+        [KILN_ERR_GENERIC] = "error",     [KILN_ERR_IO] = "io",
+        [KILN_ERR_PARSE] = "parse",       [KILN_ERR_INVALID] = "invalid",
+        [KILN_ERR_NOTFOUND] = "notfound", [KILN_ERR_UNSUPPORTED] = "unsupported",
+        [KILN_ERR_NET] = "net",           [KILN_ERR_AUTH] = "auth",
+        [KILN_ERR_DIGEST] = "digest",     [KILN_ERR_LIMIT] = "limit",
         [KILN_ERR_CHILD] = "child",
 };
 
 const char *kiln_errkind_name(enum kiln_errkind kind)
 {
-        if ((unsigned)kind >= _KILN_ERR_MAX)
+        if ((unsigned) kind >= _KILN_ERR_MAX)
                 return "error";
         return kind_names[kind];
 }

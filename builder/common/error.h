@@ -30,15 +30,16 @@ enum kiln_errkind {
 
 struct kiln_error {
         enum kiln_errkind kind;
-        int errnum;          /* errno captured by kiln_error_errno(), else 0 */
-        char *file;          /* source file the error is about, or NULL */
-        unsigned line;       /* 1-based; 0 when unknown */
-        unsigned column;     /* 1-based; 0 when unknown */
-        char *msg;           /* lower case, no full stop, without strerror */
-        char *source_line;   /* copy of the offending source line, or NULL */
+        int errnum;        /* errno captured by kiln_error_errno(), else 0 */
+        char *file;        /* source file the error is about, or NULL */
+        unsigned line;     /* 1-based; 0 when unknown */
+        unsigned column;   /* 1-based; 0 when unknown */
+        char *msg;         /* lower case, no full stop, without strerror */
+        char *source_line; /* copy of the offending source line, or NULL */
 };
 
-/** Sets *err to a new error of `kind`. Always returns -1, so callers can `return kiln_error_new(...)`. */
+/** Sets *err to a new error of `kind`. Always returns -1, so callers can `return
+ * kiln_error_new(...)`. */
 int kiln_error_new(struct kiln_error **err, enum kiln_errkind kind, const char *fmt, ...)
         _printf_(3, 4);
 
@@ -61,7 +62,8 @@ int kiln_error_wrap(struct kiln_error **err, const char *fmt, ...) _printf_(2, 3
 void kiln_error_set_source_line(struct kiln_error *e, const char *line, size_t len);
 
 /** Sets the position of an error that has none yet. */
-void kiln_error_set_position(struct kiln_error *e, const char *file, unsigned line, unsigned column);
+void kiln_error_set_position(struct kiln_error *e, const char *file, unsigned line,
+                             unsigned column);
 
 /** Formats "FILE:LINE:COL: message: strerror" (parts omitted when unknown). Caller frees. */
 char *kiln_error_format(const struct kiln_error *e);

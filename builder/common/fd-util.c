@@ -26,7 +26,7 @@ int kiln_read_fd_all(int fd, size_t max, char **ret_data, size_t *ret_len, struc
                 }
                 if (n == 0)
                         break;
-                if (kiln_buf_add(&b, chunk, (size_t)n, err) < 0)
+                if (kiln_buf_add(&b, chunk, (size_t) n, err) < 0)
                         return -1;
         }
         *ret_data = kiln_buf_detach(&b, ret_len);
@@ -61,7 +61,7 @@ int kiln_read_file_at(int dirfd, const char *path, size_t max, char **ret_data, 
 int kiln_open_in_root(int rootfd, const char *path, int flags, mode_t mode, struct kiln_error **err)
 {
         struct open_how how = {
-                .flags = (unsigned long long)(flags | O_CLOEXEC),
+                .flags = (unsigned long long) (flags | O_CLOEXEC),
                 .mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0,
                 .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
         };
@@ -72,12 +72,13 @@ int kiln_open_in_root(int rootfd, const char *path, int flags, mode_t mode, stru
         while (fd < 0 && errno == EINTR);
         if (fd < 0) {
                 if (errno == ENOSYS)
-                        return kiln_error_errno(err, KILN_ERR_UNSUPPORTED,
-                                                "openat2 is not available (Linux 5.6 or newer is needed)");
+                        return kiln_error_errno(
+                                err, KILN_ERR_UNSUPPORTED,
+                                "openat2 is not available (Linux 5.6 or newer is needed)");
                 return kiln_error_errno(err, errno == ENOENT ? KILN_ERR_NOTFOUND : KILN_ERR_IO,
                                         "open '%s'", path);
         }
-        return (int)fd;
+        return (int) fd;
 }
 
 int kiln_read_file_in_root(int rootfd, const char *path, size_t max, char **ret_data,
@@ -102,7 +103,7 @@ int kiln_write_all(int fd, const void *data, size_t len, struct kiln_error **err
                         return kiln_error_errno(err, KILN_ERR_IO, "write");
                 }
                 p += n;
-                len -= (size_t)n;
+                len -= (size_t) n;
         }
         return 0;
 }

@@ -19,7 +19,8 @@ int kiln_read_file_at(int dirfd, const char *path, size_t max, char **ret_data, 
  * (openat2 with RESOLVE_IN_ROOT). O_CLOEXEC is always added. Returns the fd or -1
  * (NOTFOUND when the path does not exist, IO otherwise, UNSUPPORTED without openat2).
  */
-int kiln_open_in_root(int rootfd, const char *path, int flags, mode_t mode, struct kiln_error **err);
+int kiln_open_in_root(int rootfd, const char *path, int flags, mode_t mode,
+                      struct kiln_error **err);
 
 /** Reads a whole file resolved inside `rootfd` as kiln_open_in_root() does. */
 int kiln_read_file_in_root(int rootfd, const char *path, size_t max, char **ret_data,

@@ -13,8 +13,9 @@ json_t *kiln_json_loadb(const char *data, size_t len, const char *what, struct k
         if (!j) {
                 kiln_error_new(err, KILN_ERR_PARSE, "%s", jerr.text);
                 if (err && *err) {
-                        kiln_error_set_position(*err, what, (unsigned)(jerr.line > 0 ? jerr.line : 0),
-                                                (unsigned)(jerr.column > 0 ? jerr.column : 0));
+                        kiln_error_set_position(*err, what,
+                                                (unsigned) (jerr.line > 0 ? jerr.line : 0),
+                                                (unsigned) (jerr.column > 0 ? jerr.column : 0));
                 }
                 return NULL;
         }

@@ -1,4 +1,5 @@
-/* JSON helpers over jansson; json-util.c is the one place that turns json_error_t into kiln errors. */
+/* JSON helpers over jansson; json-util.c is the one place that turns json_error_t into kiln errors.
+ */
 #pragma once
 
 #include <jansson.h>

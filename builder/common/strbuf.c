@@ -13,16 +13,19 @@ void kiln_buf_init(struct kiln_buf *b, size_t max)
         b->len = 0;
         b->alloc = 0;
         b->max = max;
+        b->overflow = false;
 }
 
 static int reserve(struct kiln_buf *b, size_t extra, struct kiln_error **err)
 {
-        size_t limit = b->max ? b->max : (size_t)-1 / 2;
+        size_t limit = b->max ? b->max : (size_t) -1 / 2;
         size_t want;
 
-        if (extra > limit || b->len > limit - extra)
+        if (extra > limit || b->len > limit - extra) {
+                b->overflow = true;
                 return kiln_error_new(err, KILN_ERR_LIMIT, "text exceeds the limit of %zu bytes",
                                       limit);
+        }
         want = b->len + extra + 1;
         if (want <= b->alloc)
                 return 0;
@@ -69,10 +72,10 @@ int kiln_buf_vaddf(struct kiln_buf *b, struct kiln_error **err, const char *fmt,
         va_end(copy);
         if (n < 0)
                 return kiln_error_new(err, KILN_ERR_INVALID, "bad format string");
-        if (reserve(b, (size_t)n, err) < 0)
+        if (reserve(b, (size_t) n, err) < 0)
                 return -1;
-        vsnprintf(b->buf + b->len, (size_t)n + 1, fmt, ap);
-        b->len += (size_t)n;
+        vsnprintf(b->buf + b->len, (size_t) n + 1, fmt, ap);
+        b->len += (size_t) n;
         return 0;
 }
 

@@ -14,18 +14,23 @@
 struct kiln_buf {
         char *buf;
         size_t len;
-        size_t alloc; /* 0 while buf points at the shared empty string */
-        size_t max;   /* largest len allowed; 0 means unlimited */
+        size_t alloc;  /* 0 while buf points at the shared empty string */
+        size_t max;    /* largest len allowed; 0 means unlimited */
+        bool overflow; /* an append was refused for the cap: the contents are incomplete */
 };
 
 extern char kiln_buf_empty[];
 
-#define KILN_BUF_INIT { .buf = kiln_buf_empty, .len = 0, .alloc = 0, .max = 0 }
+#define KILN_BUF_INIT                                                                    \
+        {                                                                                \
+                .buf = kiln_buf_empty, .len = 0, .alloc = 0, .max = 0, .overflow = false \
+        }
 
 /** Initialises an empty buffer that may hold at most `max` bytes (0: unlimited). */
 void kiln_buf_init(struct kiln_buf *b, size_t max);
 
-/** Appends bytes. Fails with LIMIT (buffer unchanged) when the cap would be exceeded. */
+/** Appends bytes. Fails with LIMIT (buffer unchanged, `overflow` set) when the cap would be
+ * exceeded, so a caller that ignores the result can still check once at the end. */
 int kiln_buf_add(struct kiln_buf *b, const void *data, size_t len, struct kiln_error **err);
 int kiln_buf_addc(struct kiln_buf *b, char c, struct kiln_error **err);
 int kiln_buf_adds(struct kiln_buf *b, const char *s, struct kiln_error **err);

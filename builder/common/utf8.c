@@ -6,7 +6,7 @@
 
 size_t kiln_utf8_decode(const char *str, size_t len, uint32_t *ret_rune)
 {
-        const unsigned char *s = (const unsigned char *)str;
+        const unsigned char *s = (const unsigned char *) str;
         uint32_t r;
         size_t n, i;
 
@@ -53,24 +53,24 @@ size_t kiln_utf8_encode(uint32_t r, char out[4])
         if (r > 0x10FFFF || (r >= 0xD800 && r <= 0xDFFF))
                 r = KILN_RUNE_ERROR;
         if (r < 0x80) {
-                out[0] = (char)r;
+                out[0] = (char) r;
                 return 1;
         }
         if (r < 0x800) {
-                out[0] = (char)(0xC0 | (r >> 6));
-                out[1] = (char)(0x80 | (r & 0x3F));
+                out[0] = (char) (0xC0 | (r >> 6));
+                out[1] = (char) (0x80 | (r & 0x3F));
                 return 2;
         }
         if (r < 0x10000) {
-                out[0] = (char)(0xE0 | (r >> 12));
-                out[1] = (char)(0x80 | ((r >> 6) & 0x3F));
-                out[2] = (char)(0x80 | (r & 0x3F));
+                out[0] = (char) (0xE0 | (r >> 12));
+                out[1] = (char) (0x80 | ((r >> 6) & 0x3F));
+                out[2] = (char) (0x80 | (r & 0x3F));
                 return 3;
         }
-        out[0] = (char)(0xF0 | (r >> 18));
-        out[1] = (char)(0x80 | ((r >> 12) & 0x3F));
-        out[2] = (char)(0x80 | ((r >> 6) & 0x3F));
-        out[3] = (char)(0x80 | (r & 0x3F));
+        out[0] = (char) (0xF0 | (r >> 18));
+        out[1] = (char) (0x80 | ((r >> 12) & 0x3F));
+        out[2] = (char) (0x80 | ((r >> 6) & 0x3F));
+        out[3] = (char) (0x80 | (r & 0x3F));
         return 4;
 }
 
@@ -104,7 +104,7 @@ static pthread_once_t utf8_locale_once = PTHREAD_ONCE_INIT;
 
 static void utf8_locale_init(void)
 {
-        utf8_locale = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+        utf8_locale = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t) 0);
 }
 
 static locale_t get_locale(void)
@@ -126,17 +126,17 @@ bool kiln_rune_is_letter(uint32_t r)
         loc = get_locale();
         if (!loc)
                 return true; /* no tables: treat text beyond Latin-1 as letters */
-        return iswalpha_l((wint_t)r, loc) && !kiln_rune_is_digit(r);
+        return iswalpha_l((wint_t) r, loc) && !kiln_rune_is_digit(r);
 }
 
 /* Decimal digit blocks (Unicode category Nd), by their zero. */
 static const uint32_t digit_zeros[] = {
-        0x0660, 0x06F0, 0x07C0, 0x0966, 0x09E6, 0x0A66, 0x0AE6, 0x0B66, 0x0BE6, 0x0C66,
-        0x0CE6, 0x0D66, 0x0DE6, 0x0E50, 0x0ED0, 0x0F20, 0x1040, 0x1090, 0x17E0, 0x1810,
-        0x1946, 0x19D0, 0x1A80, 0x1A90, 0x1B50, 0x1BB0, 0x1C40, 0x1C50, 0xA620, 0xA8D0,
-        0xA900, 0xA9D0, 0xA9F0, 0xAA50, 0xABF0, 0xFF10, 0x104A0, 0x11066, 0x110F0, 0x11136,
-        0x111D0, 0x112F0, 0x11450, 0x114D0, 0x11650, 0x116C0, 0x11730, 0x118E0, 0x16A60,
-        0x16B50, 0x1D7CE, 0x1D7D8, 0x1D7E2, 0x1D7EC, 0x1D7F6, 0x1E950,
+        0x0660,  0x06F0,  0x07C0,  0x0966,  0x09E6,  0x0A66,  0x0AE6,  0x0B66,  0x0BE6,  0x0C66,
+        0x0CE6,  0x0D66,  0x0DE6,  0x0E50,  0x0ED0,  0x0F20,  0x1040,  0x1090,  0x17E0,  0x1810,
+        0x1946,  0x19D0,  0x1A80,  0x1A90,  0x1B50,  0x1BB0,  0x1C40,  0x1C50,  0xA620,  0xA8D0,
+        0xA900,  0xA9D0,  0xA9F0,  0xAA50,  0xABF0,  0xFF10,  0x104A0, 0x11066, 0x110F0, 0x11136,
+        0x111D0, 0x112F0, 0x11450, 0x114D0, 0x11650, 0x116C0, 0x11730, 0x118E0, 0x16A60, 0x16B50,
+        0x1D7CE, 0x1D7D8, 0x1D7E2, 0x1D7EC, 0x1D7F6, 0x1E950,
 };
 
 bool kiln_rune_is_digit(uint32_t r)
@@ -154,13 +154,13 @@ bool kiln_rune_is_digit(uint32_t r)
 static bool is_format_or_private(uint32_t r)
 {
         static const uint32_t ranges[][2] = {
-                { 0x00AD, 0x00AD },   { 0x0600, 0x0605 },   { 0x061C, 0x061C },
-                { 0x06DD, 0x06DD },   { 0x070F, 0x070F },   { 0x0890, 0x0891 },
-                { 0x08E2, 0x08E2 },   { 0x180E, 0x180E },   { 0x200B, 0x200F },
-                { 0x202A, 0x202E },   { 0x2060, 0x2064 },   { 0x2066, 0x206F },
-                { 0xD800, 0xF8FF },   { 0xFEFF, 0xFEFF },   { 0xFFF9, 0xFFFB },
-                { 0x110BD, 0x110BD }, { 0x110CD, 0x110CD }, { 0x13430, 0x1343F },
-                { 0x1BCA0, 0x1BCA3 }, { 0x1D173, 0x1D17A }, { 0xE0001, 0xE0001 },
+                { 0x00AD, 0x00AD },   { 0x0600, 0x0605 },    { 0x061C, 0x061C },
+                { 0x06DD, 0x06DD },   { 0x070F, 0x070F },    { 0x0890, 0x0891 },
+                { 0x08E2, 0x08E2 },   { 0x180E, 0x180E },    { 0x200B, 0x200F },
+                { 0x202A, 0x202E },   { 0x2060, 0x2064 },    { 0x2066, 0x206F },
+                { 0xD800, 0xF8FF },   { 0xFEFF, 0xFEFF },    { 0xFFF9, 0xFFFB },
+                { 0x110BD, 0x110BD }, { 0x110CD, 0x110CD },  { 0x13430, 0x1343F },
+                { 0x1BCA0, 0x1BCA3 }, { 0x1D173, 0x1D17A },  { 0xE0001, 0xE0001 },
                 { 0xE0020, 0xE007F }, { 0xF0000, 0x10FFFF },
         };
         size_t i;
@@ -184,5 +184,5 @@ bool kiln_rune_is_print(uint32_t r)
         loc = get_locale();
         if (!loc)
                 return true;
-        return iswprint_l((wint_t)r, loc);
+        return iswprint_l((wint_t) r, loc);
 }

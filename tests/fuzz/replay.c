@@ -36,7 +36,8 @@ static int replay_path(const char *path)
                 }
                 for (i = 0; i < n; i++) {
                         if (names[i]->d_name[0] != '.') {
-                                _cleanup_free_ char *child = xasprintf("%s/%s", path, names[i]->d_name);
+                                _cleanup_free_ char *child =
+                                        xasprintf("%s/%s", path, names[i]->d_name);
                                 if (replay_path(child) < 0)
                                         r = -1;
                         }
@@ -54,7 +55,7 @@ static int replay_path(const char *path)
                         fprintf(stderr, "replay: cannot read %s\n", path);
                         return -1;
                 }
-                LLVMFuzzerTestOneInput((const uint8_t *)data, len);
+                LLVMFuzzerTestOneInput((const uint8_t *) data, len);
                 replayed++;
         }
         return 0;
@@ -65,7 +66,8 @@ int main(int argc, char **argv)
         int i, r = 0;
 
         for (i = 1; i < argc; i++) {
-                /* A leading '?' marks an optional input (the conformance data beside the checkout). */
+                /* A leading '?' marks an optional input (the conformance data beside the checkout).
+                 */
                 const char *path = argv[i];
                 struct stat st;
 

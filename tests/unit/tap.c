@@ -65,8 +65,8 @@ static void print_escaped(const char *label, const void *data, size_t len)
         printf("\"%s\n", p ? "" : " (null)");
 }
 
-bool tap_eq_mem(const void *got, size_t got_len, const void *want, size_t want_len,
-                const char *fmt, ...)
+bool tap_eq_mem(const void *got, size_t got_len, const void *want, size_t want_len, const char *fmt,
+                ...)
 {
         bool ok = got && want && got_len == want_len && memcmp(got, want, got_len) == 0;
         va_list ap;

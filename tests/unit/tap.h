@@ -10,8 +10,8 @@
 bool tap_ok(bool ok, const char *fmt, ...) _printf_(2, 3);
 
 /** Compares two byte strings; on mismatch prints both, escaped, as diagnostics. */
-bool tap_eq_mem(const void *got, size_t got_len, const void *want, size_t want_len,
-                const char *fmt, ...) _printf_(5, 6);
+bool tap_eq_mem(const void *got, size_t got_len, const void *want, size_t want_len, const char *fmt,
+                ...) _printf_(5, 6);
 bool tap_eq_str(const char *got, const char *want, const char *fmt, ...) _printf_(3, 4);
 bool tap_eq_int(long long got, long long want, const char *fmt, ...) _printf_(3, 4);
 

@@ -63,18 +63,20 @@ static void env_var_test(void)
                 }
                 r = df_expand_word(input, strlen(input), '\\', 0, &vars, &got, &got_len, &err);
                 if (strcmp(want, "error") == 0) {
-                        if (tap_ok(r < 0 && err, "envVarTest %s: '%s' is an error", platform, input))
+                        if (tap_ok(r < 0 && err, "envVarTest %s: '%s' is an error", platform,
+                                   input))
                                 passed++;
                 } else if (r < 0) {
-                        tap_ok(false, "envVarTest %s: '%s' -> '%s' failed: %s", platform, input, want,
-                               err ? err->msg : "?");
-                } else if (tap_eq_str(got, want, "envVarTest %s: '%s' -> '%s'", platform, input, want)) {
+                        tap_ok(false, "envVarTest %s: '%s' -> '%s' failed: %s", platform, input,
+                               want, err ? err->msg : "?");
+                } else if (tap_eq_str(got, want, "envVarTest %s: '%s' -> '%s'", platform, input,
+                                      want)) {
                         passed++;
                 }
         }
         tap_diag("envVarTest: %zu/%zu passed, %zu Windows-only lines not applicable", passed,
                  total - not_applicable, not_applicable);
-        tap_eq_int((long long)total, 230, "envVarTest has all 230 lines");
+        tap_eq_int((long long) total, 230, "envVarTest has all 230 lines");
         df_vars_release(&vars);
 }
 
@@ -128,7 +130,8 @@ static void words_test(void)
                         char *w, *wsave = NULL;
                         k = 0;
                         /* strtok would drop empty fields; the table has none. */
-                        for (w = strtok_r(copy, ",", &wsave); w && ok; w = strtok_r(NULL, ",", &wsave))
+                        for (w = strtok_r(copy, ",", &wsave); w && ok;
+                             w = strtok_r(NULL, ",", &wsave))
                                 ok = k < n && strcmp(words[k++], w) == 0;
                         ok = ok && k == n;
                 }
@@ -140,7 +143,7 @@ static void words_test(void)
                 df_strv_free(words);
         }
         tap_diag("wordsTest: %zu/%zu passed", passed, total);
-        tap_eq_int((long long)total, 24, "wordsTest has all 24 cases");
+        tap_eq_int((long long) total, 24, "wordsTest has all 24 cases");
         df_vars_release(&vars);
 }
 
@@ -149,8 +152,7 @@ static void vars_from_json(struct df_vars *vars, json_t *env)
         const char *key;
         json_t *value;
 
-        json_object_foreach(env, key, value)
-                df_vars_set(vars, key, json_string_value(value));
+        json_object_foreach(env, key, value) df_vars_set(vars, key, json_string_value(value));
 }
 
 /* Compares a JSON list of names with the names `vars` saw, as sets. */
@@ -190,7 +192,8 @@ static bool run_case(json_t *c, const char *group, size_t idx)
                             "%s %zu: '%s' is an error%s%s", group, idx, input,
                             contains ? " mentioning " : "", contains ? contains : "");
         else if (r < 0)
-                ok = tap_ok(false, "%s %zu: '%s' failed: %s", group, idx, input, err ? err->msg : "?");
+                ok = tap_ok(false, "%s %zu: '%s' failed: %s", group, idx, input,
+                            err ? err->msg : "?");
         else
                 ok = tap_eq_str(got, want, "%s %zu: '%s'", group, idx, input);
 
@@ -201,12 +204,14 @@ static bool run_case(json_t *c, const char *group, size_t idx)
                         if (vars.items[i].used)
                                 used[n_used++] = vars.items[i].name;
                 ok = tap_ok(same_names(json_object_get(c, "used_set_vars"), used, n_used),
-                            "%s %zu: '%s' uses the set variables listed", group, idx, input) && ok;
+                            "%s %zu: '%s' uses the set variables listed", group, idx, input) &&
+                     ok;
         }
         if (json_object_get(c, "referenced_unset_vars"))
                 ok = tap_ok(same_names(json_object_get(c, "referenced_unset_vars"), vars.unset_refs,
                                        vars.n_unset_refs),
-                            "%s %zu: '%s' references the unset variables listed", group, idx, input) &&
+                            "%s %zu: '%s' references the unset variables listed", group, idx,
+                            input) &&
                      ok;
         df_vars_release(&vars);
         return ok;
@@ -280,10 +285,12 @@ static void extra_test(json_t *extra)
                                 kiln_buf_addc(&lit, pat[k], NULL);
                         }
                         r = df_shell_pattern_prefix(pat, strlen(pat), lit.buf, true, &end, &err);
-                        ok = tap_ok(r == 0 && end == (long)lit.len, "pattern '%s' is literal (%s)", pat,
-                                    regex);
+                        ok = tap_ok(r == 0 && end == (long) lit.len, "pattern '%s' is literal (%s)",
+                                    pat, regex);
                         r = df_shell_pattern_prefix(pat, strlen(pat), "xyz", true, &end, &err);
-                        ok = tap_ok(r == 0 && end == -1, "pattern '%s' does not match other text", pat) && ok;
+                        ok = tap_ok(r == 0 && end == -1, "pattern '%s' does not match other text",
+                                    pat) &&
+                             ok;
                 }
                 if (ok)
                         passed++;
@@ -305,17 +312,19 @@ static void own_cases(void)
                        strcmp(out, "$A\\x") == 0,
                "backtick escape: `$ is literal and \\ is ordinary");
         free(out);
-        tap_ok(df_expand_word("'a'\"$A\"\\b", 10, '\\', DF_EXPAND_RAW_QUOTES | DF_EXPAND_RAW_ESCAPES,
-                              &vars, &out, NULL, NULL) == 0 &&
+        tap_ok(df_expand_word("'a'\"$A\"\\b", 10, '\\',
+                              DF_EXPAND_RAW_QUOTES | DF_EXPAND_RAW_ESCAPES, &vars, &out, NULL,
+                              NULL) == 0 &&
                        strcmp(out, "'a'\"1\"\\b") == 0,
                "raw quotes and escapes keep their characters");
         free(out);
-        tap_ok(df_expand_word("$B${B}${B:-x}", 13, '\\', DF_EXPAND_SKIP_UNSET, &vars, &out, NULL, NULL) ==
-                               0 &&
+        tap_ok(df_expand_word("$B${B}${B:-x}", 13, '\\', DF_EXPAND_SKIP_UNSET, &vars, &out, NULL,
+                              NULL) == 0 &&
                        strcmp(out, "$B${B}${B:-x}") == 0,
                "unset references are kept when asked");
         free(out);
-        tap_ok(df_expand_word("ab${A:?}cd${B:?no B here}", 25, '\\', 0, &vars, &out, NULL, &err) < 0 &&
+        tap_ok(df_expand_word("ab${A:?}cd${B:?no B here}", 25, '\\', 0, &vars, &out, NULL, &err) <
+                               0 &&
                        err->column == 11 && strstr(err->msg, "B: no B here"),
                "an expansion error points at its ${ (column %u)", err ? err->column : 0);
         /* "$0" would be expanded as a variable first; an escaped one reaches Go's Expand. */
@@ -332,6 +341,21 @@ static void own_cases(void)
         err = kiln_error_free(err);
         tap_ok(df_expand_word(big, strlen(big), '\\', 0, &vars, &out, NULL, &err) < 0 && err,
                "20000 nested substitutions fail cleanly: %s", err ? err->msg : "");
+        /* Nested replacements that multiply the text are cut off, not run for ever. */
+        {
+                _cleanup_buf_ struct kiln_buf nest = KILN_BUF_INIT;
+                df_vars_set(&vars, "X", "abcdefgh");
+                /* ${X///${X///...}}: an empty pattern puts the replacement between every
+                 * character, so each level multiplies the length by nine. */
+                for (i = 0; i < 12; i++)
+                        kiln_buf_adds(&nest, "${X///", NULL);
+                for (i = 0; i < 12; i++)
+                        kiln_buf_adds(&nest, "}", NULL);
+                err = kiln_error_free(err);
+                tap_ok(df_expand_word(nest.buf, nest.len, '\\', 0, &vars, &out, NULL, &err) < 0 &&
+                               err && err->kind == KILN_ERR_LIMIT,
+                       "a word whose expansion grows past the cap fails with LIMIT");
+        }
         /* Many stars against a long value stay polynomial. */
         {
                 _cleanup_free_ char *word = xmalloc(4000);
@@ -354,7 +378,8 @@ static void own_cases(void)
 int main(void)
 {
         _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
-        _cleanup_free_ char *extra_path = tap_conformance_path("transcribed/shell-expansion-extra.json");
+        _cleanup_free_ char *extra_path =
+                tap_conformance_path("transcribed/shell-expansion-extra.json");
         json_t *extra = kiln_json_load_file(extra_path, 1 << 20, &err);
 
         if (!tap_ok(extra != NULL, "load shell-expansion-extra.json"))

@@ -19,7 +19,7 @@ static char **list_dir(const char *dir, size_t *ret_n)
 {
         struct dirent **names;
         int n = scandir(dir, &names, NULL, alphasort), i;
-        char **out = xcalloc((size_t)(n > 0 ? n : 0) + 1, sizeof(char *));
+        char **out = xcalloc((size_t) (n > 0 ? n : 0) + 1, sizeof(char *));
         size_t k = 0;
 
         for (i = 0; i < n; i++) {
@@ -63,12 +63,12 @@ static void test_positive_cases(void)
                         continue;
                 }
                 df_syntax_dump(syn, &out, NULL);
-                if (tap_eq_mem(out.buf, out.len, want, wlen, "positive case %s dumps byte-identical",
-                               cases[i]))
+                if (tap_eq_mem(out.buf, out.len, want, wlen,
+                               "positive case %s dumps byte-identical", cases[i]))
                         passed++;
         }
         tap_diag("parser positive cases: %zu/%zu", passed, n);
-        tap_eq_int((long long)n, 33, "all 33 positive cases are present");
+        tap_eq_int((long long) n, 33, "all 33 positive cases are present");
         df_strv_free(cases);
 }
 
@@ -89,11 +89,12 @@ static void test_negative_cases(void)
                 text = tap_read_file(df_path, &tlen);
                 r = df_parse("Dockerfile", text, tlen, &syn, &err);
                 if (tap_ok(r < 0 && err && err->kind == KILN_ERR_PARSE && err->file,
-                           "negative case %s fails to parse with a positioned PARSE error", cases[i]))
+                           "negative case %s fails to parse with a positioned PARSE error",
+                           cases[i]))
                         passed++;
         }
         tap_diag("parser negative cases: %zu/%zu", passed, n);
-        tap_eq_int((long long)n, 4, "all 4 negative cases are present");
+        tap_eq_int((long long) n, 4, "all 4 negative cases are present");
         df_strv_free(cases);
 }
 
@@ -109,7 +110,8 @@ static void test_line_numbers(json_t *facts)
         text = tap_read_file(path, &tlen);
         if (!tap_ok(df_parse("Dockerfile", text, tlen, &syn, NULL) == 0, "line fixture parses"))
                 return;
-        tap_eq_int((long long)syn->n_nodes, json_integer_value(json_object_get(lr, "instruction_count")),
+        tap_eq_int((long long) syn->n_nodes,
+                   json_integer_value(json_object_get(lr, "instruction_count")),
                    "line fixture: instruction count");
         tap_eq_int(syn->nodes[0].start_line, json_integer_value(json_object_get(lr, "ast_start")),
                    "line fixture: AST starts at the first instruction");
@@ -137,10 +139,12 @@ static void test_warnings(json_t *facts)
 
         if (!tap_ok(syn != NULL, "warnings fixture parses"))
                 return;
-        tap_eq_int((long long)syn->n_warnings, json_integer_value(json_object_get(w, "warning_count")),
+        tap_eq_int((long long) syn->n_warnings,
+                   json_integer_value(json_object_get(w, "warning_count")),
                    "one warning per instruction with empty continuation lines");
         for (i = 0; i < json_array_size(mention) && i < syn->n_warnings; i++)
-                tap_ok(strstr(syn->warnings[i].msg, json_string_value(json_array_get(mention, i))) != NULL,
+                tap_ok(strstr(syn->warnings[i].msg,
+                              json_string_value(json_array_get(mention, i))) != NULL,
                        "warning %zu shows the joined instruction", i + 1);
 }
 
@@ -201,10 +205,11 @@ static bool heredoc_matches(const struct df_heredoc *h, json_t *want)
         const char *content = kiln_json_get_string(want, "content");
 
         return strcmp(h->name, kiln_json_get_string(want, "name")) == 0 &&
-               h->content_len == strlen(content) && memcmp(h->content, content, h->content_len) == 0 &&
+               h->content_len == strlen(content) &&
+               memcmp(h->content, content, h->content_len) == 0 &&
                h->expand == kiln_json_get_bool(want, "expand", false) &&
                h->chomp == kiln_json_get_bool(want, "chomp", false) &&
-               (long long)h->fd == json_integer_value(json_object_get(want, "fd"));
+               (long long) h->fd == json_integer_value(json_object_get(want, "fd"));
 }
 
 static void test_heredoc_extraction(json_t *facts)
@@ -216,9 +221,10 @@ static void test_heredoc_extraction(json_t *facts)
         json_t *expected = json_object_get(ex, "expected");
         size_t i, passed = 0;
 
-        if (!tap_ok(syn != NULL, "heredoc fixture parses%s%s", err ? ": " : "", err ? err->msg : ""))
+        if (!tap_ok(syn != NULL, "heredoc fixture parses%s%s", err ? ": " : "",
+                    err ? err->msg : ""))
                 return;
-        tap_eq_int((long long)syn->n_nodes, (long long)json_array_size(expected) + 1,
+        tap_eq_int((long long) syn->n_nodes, (long long) json_array_size(expected) + 1,
                    "heredoc fixture: instruction count");
         for (i = 0; i < json_array_size(expected) && i + 1 < syn->n_nodes; i++) {
                 json_t *e = json_array_get(expected, i);
@@ -241,7 +247,8 @@ static void test_heredoc_misc(json_t *facts)
 {
         json_t *jf = json_object_get(facts, "json_form_never_heredoc");
         json_t *counts = json_object_get(jf, "expected_heredoc_count_per_instruction");
-        _cleanup_(df_syntax_freep) struct df_syntax *syn = parse_text(kiln_json_get_string(jf, "dockerfile"), NULL);
+        _cleanup_(df_syntax_freep) struct df_syntax *syn =
+                parse_text(kiln_json_get_string(jf, "dockerfile"), NULL);
         json_t *chomp = json_object_get(facts, "chomp");
         const char *cin = kiln_json_get_string(chomp, "input");
         _cleanup_free_ char *cout = NULL;
@@ -249,7 +256,7 @@ static void test_heredoc_misc(json_t *facts)
 
         if (tap_ok(syn && syn->n_nodes == json_array_size(counts), "JSON-form fixture parses"))
                 for (i = 0; i < syn->n_nodes; i++)
-                        tap_eq_int((long long)syn->nodes[i].n_heredocs,
+                        tap_eq_int((long long) syn->nodes[i].n_heredocs,
                                    json_integer_value(json_array_get(counts, i)),
                                    "JSON form never has heredocs (instruction %zu)", i + 1);
         cout = df_heredoc_chomp(cin, strlen(cin), &clen);
@@ -269,7 +276,8 @@ static void test_delimiter_words(json_t *facts)
                 unsigned fd;
                 bool chomp, expand;
                 int r = df_heredoc_word(w, &name, &fd, &chomp, &expand, NULL);
-                tap_ok(r == 0 && name && strcmp(name, "EOF") == 0, "delimiter word '%s' names EOF", w);
+                tap_ok(r == 0 && name && strcmp(name, "EOF") == 0, "delimiter word '%s' names EOF",
+                       w);
         }
         list = json_object_get(dw, "invalid");
         for (i = 0; i < json_array_size(list); i++) {
@@ -324,11 +332,14 @@ static void test_error_positions(void)
                 { "FROM a\nENV PATH\n", 2, 5, "ENV must have two arguments" },
                 { "FROM a\nLABEL a=b c\n", 2, 11, "can't find =" },
                 { "FROM a\nCMD [\"a\", 1]\n", 2, 5, "arrays must be comprised of strings only" },
-                { "FROM a\nRUN echo \\\n  [1] \\\n  && ENV x\nENV y\n", 5, 5, "ENV must have two arguments" },
+                { "FROM a\nRUN echo \\\n  [1] \\\n  && ENV x\nENV y\n", 5, 5,
+                  "ENV must have two arguments" },
                 { "FROM a\nRUN <<EOF\nno end\n", 2, 1, "unterminated heredoc" },
                 { "# escape=x\nFROM a\n", 1, 10, "invalid escape token" },
                 { "# escape=`\n# escape=\\\nFROM a\n", 2, 1, "only one escape parser directive" },
-                { "\xEF\xBB\xBF" "FROM a\nENV \xC3\xA9t\xC3\xA9\n", 2, 5, "ENV must have two arguments" },
+                { "\xEF\xBB\xBF"
+                  "FROM a\nENV \xC3\xA9t\xC3\xA9\n",
+                  2, 5, "ENV must have two arguments" },
                 { "FROM a\r\nENV X\r\n", 2, 5, "ENV must have two arguments" },
                 { "FROM a\nONBUILD ENV x\n", 2, 13, "ENV must have two arguments" },
         };
@@ -341,8 +352,8 @@ static void test_error_positions(void)
 
                 if (!tap_ok(r < 0 && err, "error case %zu fails", i))
                         continue;
-                tap_ok(strstr(err->msg, cases[i].msg) != NULL, "error case %zu says '%s' (got '%s')", i,
-                       cases[i].msg, err->msg);
+                tap_ok(strstr(err->msg, cases[i].msg) != NULL,
+                       "error case %zu says '%s' (got '%s')", i, cases[i].msg, err->msg);
                 tap_ok(err->line == cases[i].line && err->column == cases[i].column,
                        "error case %zu at %u:%u (got %u:%u)", i, cases[i].line, cases[i].column,
                        err->line, err->column);
@@ -357,13 +368,17 @@ static void test_line_handling(void)
                 const char *text;
                 const char *dump;
         } cases[] = {
-                { "\xEF\xBB\xBF" "FROM a\r\nRUN echo \\\r\n  # c\r\n  b\r\n",
+                { "\xEF\xBB\xBF"
+                  "FROM a\r\nRUN echo \\\r\n  # c\r\n  b\r\n",
                   "(from \"a\")\n(run \"echo   b\")\n" },
-                { "# escape=`\nFROM a\nRUN dir c:\\ `\n  d\n", "(from \"a\")\n(run \"dir c:\\\\   d\")\n" },
+                { "# escape=`\nFROM a\nRUN dir c:\\ `\n  d\n",
+                  "(from \"a\")\n(run \"dir c:\\\\   d\")\n" },
                 { "# syntax=docker/dockerfile:1\n# check=skip=all\nFROM a\n", "(from \"a\")\n" },
                 { "FROM a\nONBUILD RUN --mount=type=cache,target=/x echo hi\n",
-                  "(from \"a\")\n(onbuild (run [\"--mount=type=cache,target=/x\"] \"echo hi\"))\n" },
-                { "FROM a\nfrobnicate --x=1 all the things\n", "(from \"a\")\n(frobnicate [\"--x=1\"] \"\")\n" },
+                  "(from \"a\")\n(onbuild (run [\"--mount=type=cache,target=/x\"] \"echo "
+                  "hi\"))\n" },
+                { "FROM a\nfrobnicate --x=1 all the things\n",
+                  "(from \"a\")\n(frobnicate [\"--x=1\"] \"\")\n" },
         };
         size_t i;
 
@@ -381,7 +396,8 @@ static void test_line_handling(void)
         {
                 _cleanup_(df_syntax_freep) struct df_syntax *syn =
                         parse_text("# syntax=docker/dockerfile:1.7\nFROM a\n", NULL);
-                tap_eq_str(syn ? syn->syntax : NULL, "docker/dockerfile:1.7", "syntax directive value");
+                tap_eq_str(syn ? syn->syntax : NULL, "docker/dockerfile:1.7",
+                           "syntax directive value");
         }
         {
                 _cleanup_(df_syntax_freep) struct df_syntax *syn =
@@ -395,7 +411,8 @@ static void test_line_handling(void)
 int main(void)
 {
         _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
-        _cleanup_free_ char *lines_path = tap_conformance_path("transcribed/parser-line-numbers.json");
+        _cleanup_free_ char *lines_path =
+                tap_conformance_path("transcribed/parser-line-numbers.json");
         _cleanup_free_ char *heredoc_path = tap_conformance_path("transcribed/heredoc-cases.json");
         json_t *lines = kiln_json_load_file(lines_path, 1 << 20, &err);
         json_t *heredocs = kiln_json_load_file(heredoc_path, 1 << 20, &err);

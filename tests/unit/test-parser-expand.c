@@ -266,6 +266,12 @@ static void extra_test(json_t *extra)
                 int r;
                 bool ok;
 
+                if (!pat) {
+                        tap_ok(false, "pattern_to_regex case %zu has a pattern", i);
+                        continue;
+                }
+                if (!regex)
+                        regex = "";
                 if (kiln_json_get_bool(c, "error", false)) {
                         r = df_shell_pattern_prefix(pat, strlen(pat), "anything", true, &end, &err);
                         ok = tap_ok(r < 0 && err, "pattern '%s' is invalid", pat);

@@ -175,21 +175,18 @@ static void render_dot(const struct df_graph *g, const char *dockerfile, struct 
         kiln_buf_adds(out, "}\n", NULL);
 }
 
-/* The ARGs and ENVs each needed stage ends with, assuming an empty base image environment. */
-static json_t *stage_scope(const struct df_graph *g, size_t i, json_t **ret_env, char **ret_error)
+/* The ARGs and ENVs each needed stage ends with, assuming an empty base image environment
+ * (run_graph has already evaluated every needed stage without error). */
+static json_t *stage_scope(const struct df_graph *g, size_t i, json_t **ret_env)
 {
-        _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
         struct df_eval ev;
         const struct df_instr *in;
         json_t *args = json_object(), *env = json_object();
         size_t k;
 
-        *ret_error = NULL;
         df_eval_init(&ev, g, i, NULL, 0);
-        while (df_eval_next(&ev, &in, &err) == 0 && in)
+        while (df_eval_next(&ev, &in, NULL) == 0 && in)
                 ;
-        if (err)
-                *ret_error = kiln_error_format(err);
         for (k = 0; k < ev.args.n; k++)
                 json_object_set_new(args, ev.args.items[k].name,
                                     json_string(ev.args.items[k].value));
@@ -240,11 +237,8 @@ static int render_json(const struct df_graph *g, const char *dockerfile, struct 
                 json_object_set_new(st, "needs", needs);
                 if (gs->needed) {
                         json_t *env;
-                        _cleanup_free_ char *error = NULL;
-                        json_object_set_new(st, "args", stage_scope(g, i, &env, &error));
+                        json_object_set_new(st, "args", stage_scope(g, i, &env));
                         json_object_set_new(st, "env", env);
-                        if (error)
-                                json_object_set_new(st, "error", json_string(error));
                 }
                 json_array_append_new(stages, st);
         }
@@ -262,6 +256,27 @@ static int render_json(const struct df_graph *g, const char *dockerfile, struct 
         return kiln_buf_addf(out, err, "%s\n", text);
 }
 
+/* Expands every instruction of the needed stages, so that errors such as ${X:?msg} show now
+ * rather than at build time. The base images' environments are not known yet: empty. */
+static int evaluate_needed(const struct df_graph *g, struct kiln_error **err)
+{
+        size_t i;
+
+        for (i = 0; i < g->n_order; i++) {
+                const struct df_instr *in;
+                struct df_eval ev;
+                int r;
+
+                df_eval_init(&ev, g, g->order[i], NULL, 0);
+                while ((r = df_eval_next(&ev, &in, err)) == 0 && in)
+                        ;
+                df_eval_release(&ev);
+                if (r < 0)
+                        return -1;
+        }
+        return 0;
+}
+
 static int run_graph(void *state, char **args, unsigned n_args, struct cli_ctx *ctx,
                      struct kiln_error **err)
 {
@@ -270,6 +285,8 @@ static int run_graph(void *state, char **args, unsigned n_args, struct cli_ctx *
         size_t i;
 
         if (cli_frontend_load(fe, n_args ? args[0] : ".", ctx, err) < 0)
+                return -1;
+        if (evaluate_needed(fe->graph, err) < 0)
                 return -1;
         for (i = 0; i < fe->graph->n_unused_build_args; i++)
                 cli_warn(ctx, "warning: build-arg '%s' was not consumed by any ARG instruction",

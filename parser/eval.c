@@ -33,9 +33,16 @@ void df_eval_release(struct df_eval *ev)
 
 void df_eval_run_vars(const struct df_eval *ev, struct df_vars *ret)
 {
+        const struct df_vars *given = &ev->graph->build_args;
         size_t i;
 
-        df_vars_copy(ret, &ev->args);
+        df_vars_release(ret);
+        /* Proxy build args reach RUN without an ARG instruction, as in BuildKit. */
+        for (i = 0; i < given->n; i++)
+                if (df_is_proxy_arg(given->items[i].name))
+                        df_vars_set(ret, given->items[i].name, given->items[i].value);
+        for (i = 0; i < ev->args.n; i++)
+                df_vars_set(ret, ev->args.items[i].name, ev->args.items[i].value);
         for (i = 0; i < ev->env.n; i++)
                 df_vars_set(ret, ev->env.items[i].name, ev->env.items[i].value);
 }

@@ -10,11 +10,22 @@
 #include "builder/common/xalloc.h"
 #include "parser/parser-internal.h"
 
-/* Build args that are always allowed and never reported as unused (BuildKit's list). */
-static const char *const builtin_args[] = {
+/* Build args that are always allowed, reach RUN undeclared, and are never reported as
+ * unused (BuildKit's list). */
+static const char *const proxy_args[] = {
         "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
         "ftp_proxy",  "NO_PROXY",   "no_proxy",    "ALL_PROXY",   "all_proxy",
 };
+
+bool df_is_proxy_arg(const char *name)
+{
+        size_t i;
+
+        for (i = 0; i < ELEMENTSOF(proxy_args); i++)
+                if (strcmp(name, proxy_args[i]) == 0)
+                        return true;
+        return false;
+}
 
 const char *df_base_kind_name(enum df_base_kind kind)
 {
@@ -61,12 +72,7 @@ static void set_platform_args(struct df_vars *vars, const char *prefix, const ch
 
 static bool is_builtin_arg(const char *name)
 {
-        size_t i;
-
-        for (i = 0; i < ELEMENTSOF(builtin_args); i++)
-                if (strcmp(name, builtin_args[i]) == 0)
-                        return true;
-        return strncmp(name, "BUILDKIT_", 9) == 0;
+        return df_is_proxy_arg(name) || strncmp(name, "BUILDKIT_", 9) == 0;
 }
 
 /* Expands a word of `in` in `scope`; errors are placed at the word. */

@@ -60,3 +60,6 @@ int df_shell_pattern_prefix(const char *pat, size_t plen, const char *value, boo
 
 /** The `from=` field of a RUN --mount value (raw, malloc'd), or NULL when it has none. */
 int df_mount_get_from(const char *spec, char **ret_from, struct kiln_error **err);
+
+/** Whether a build arg is one of the predefined proxy ARGs (HTTP_PROXY, no_proxy, ...). */
+bool df_is_proxy_arg(const char *name);

@@ -559,7 +559,7 @@ void df_eval_init(struct df_eval *ev, const struct df_graph *graph, size_t stage
  */
 int df_eval_next(struct df_eval *ev, const struct df_instr **ret, struct kiln_error **err);
 
-/** The variables a RUN sees now: the stage's ARGs, with ENV taking precedence. */
+/** The variables a RUN sees now: proxy build args, the stage's ARGs, then ENV over them. */
 void df_eval_run_vars(const struct df_eval *ev, struct df_vars *ret);
 
 void df_eval_release(struct df_eval *ev);

@@ -161,6 +161,10 @@ fi
 printf 'FROM a AS one\nCOPY --from=two /x /y\nFROM b AS two\n' >"$WORK/fwd"
 check "a forward reference fails (1)" run 1 "$KILN" graph -f "$WORK/fwd" "$WORK"
 check "at the --from value" grep -q "fwd:2:13: stage 'two' is defined later, on line 3" "$WORK/err"
+printf 'FROM a\nARG VERSION\nWORKDIR /opt/${VERSION:?set --build-arg VERSION}\n' >"$WORK/need"
+check "a \${X:?msg} error fails graph (1)" run 1 "$KILN" graph -f "$WORK/need" "$WORK"
+check "at the \${ with the message" grep -q "need:3:14: VERSION: set --build-arg VERSION" "$WORK/err"
+check "and passes once the build arg is given" run 0 "$KILN" graph -f "$WORK/need" --build-arg VERSION=1 "$WORK"
 check "graph reads the Dockerfile from stdin" run 0 "$KILN" graph -f - "$WORK" <"$WORK/ctx/Dockerfile"
 check "a missing context fails (1)" run 1 "$KILN" graph "$WORK/no-such-dir"
 

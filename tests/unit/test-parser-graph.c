@@ -338,6 +338,12 @@ static void scoping_cases(void)
                         v = eval_var(b.graph, 0, "SHADOW", true, NULL, 0);
                         tap_eq_str(v, "env", "ENV still wins over a --build-arg");
                         free(v);
+                        v = eval_var(b.graph, 0, "HTTP_PROXY", true, NULL, 0);
+                        tap_eq_str(v, "http://p", "a proxy build arg reaches RUN without an ARG");
+                        free(v);
+                        v = eval_var(b.graph, 0, "UNUSED", true, NULL, 0);
+                        tap_ok(v == NULL, "an undeclared build arg does not");
+                        free(v);
                         tap_ok(b.graph->n_unused_build_args == 1 &&
                                        strcmp(b.graph->unused_build_args[0], "UNUSED") == 0,
                                "only UNUSED is reported unused (proxy args never are)");

@@ -85,6 +85,9 @@ int cli_frontend_option(struct cli_frontend *fe, int opt, const char *arg, struc
 int cli_frontend_load(struct cli_frontend *fe, const char *context, struct cli_ctx *ctx,
                       struct kiln_error **err);
 
+/** Hands the parser's warnings (positioned) to main.c through `ctx`. */
+void cli_report_parse_warnings(const struct df_syntax *syn, struct cli_ctx *ctx);
+
 /** Frees what cli_frontend_load() made and the build args. For _cleanup_ on a pointer. */
 void cli_frontend_release(struct cli_frontend **fe);
 

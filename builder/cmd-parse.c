@@ -29,18 +29,6 @@ static int parse_option(void *state, int opt, const char *arg, struct kiln_error
         }
 }
 
-static void report_warnings(const struct df_syntax *syn, struct cli_ctx *ctx)
-{
-        size_t i;
-
-        for (i = 0; i < syn->n_warnings; i++) {
-                _cleanup_free_ char *w = cli_format_position(
-                        syn->warnings[i].line ? syn->filename : NULL, syn->warnings[i].line,
-                        syn->warnings[i].column, syn->warnings[i].msg);
-                cli_warn(ctx, "warning: %s", w);
-        }
-}
-
 static int run_parse(void *state, char **args, unsigned n_args, struct cli_ctx *ctx,
                      struct kiln_error **err)
 {
@@ -54,7 +42,7 @@ static int run_parse(void *state, char **args, unsigned n_args, struct cli_ctx *
                 return -1;
         if (df_parse(path, text, len, &syn, err) < 0)
                 return -1;
-        report_warnings(syn, ctx);
+        cli_report_parse_warnings(syn, ctx);
         if (o->dump)
                 return df_syntax_dump(syn, &ctx->out, err);
         return kiln_buf_addf(&ctx->out, err, "%s: %zu instructions\n", path, syn->n_nodes);

@@ -77,7 +77,7 @@ const char *cli_host_platform(void)
         return "linux/amd64";
 }
 
-static void report_parse_warnings(const struct df_syntax *syn, struct cli_ctx *ctx)
+void cli_report_parse_warnings(const struct df_syntax *syn, struct cli_ctx *ctx)
 {
         size_t i;
 
@@ -116,7 +116,7 @@ int cli_frontend_load(struct cli_frontend *fe, const char *context, struct cli_c
                 return -1;
         if (df_parse(path, text, len, &fe->syn, err) < 0)
                 return -1;
-        report_parse_warnings(fe->syn, ctx);
+        cli_report_parse_warnings(fe->syn, ctx);
         if (df_dockerfile_new(fe->syn, &fe->df, err) < 0)
                 return -1;
         if (df_ignore_load(fe->context_fd, strcmp(path, "-") == 0 ? NULL : path, &fe->ignore,

@@ -166,19 +166,24 @@ static int32_t next(struct lexer *lx, size_t *ret_start, size_t *ret_len)
         return (int32_t) r;
 }
 
-static int fail_at(struct lexer *lx, size_t offset, const char *fmt, ...) _printf_(3, 4);
+/* An error at byte `offset` of the word: the column is the offset, the line is left 0 for the
+ * caller to place the word (df_error_locate). */
+static int fail_kind(struct lexer *lx, enum kiln_errkind kind, size_t offset, const char *fmt, ...)
+        _printf_(4, 5);
 
-static int fail_at(struct lexer *lx, size_t offset, const char *fmt, ...)
+static int fail_kind(struct lexer *lx, enum kiln_errkind kind, size_t offset, const char *fmt, ...)
 {
         va_list ap;
 
         va_start(ap, fmt);
-        kiln_error_newv(lx->err, KILN_ERR_PARSE, fmt, ap);
+        kiln_error_newv(lx->err, kind, fmt, ap);
         va_end(ap);
         if (lx->err && *lx->err)
                 (*lx->err)->column = (unsigned) (offset + 1);
         return -1;
 }
+
+#define fail_at(lx, offset, ...) fail_kind((lx), KILN_ERR_PARSE, (offset), __VA_ARGS__)
 
 static void words_push(struct words *w)
 {
@@ -470,11 +475,8 @@ static int trim_affix(struct lexer *lx, size_t at, const char *pat, size_t plen,
         ends = pattern_match_ends(t, nt, rs.r, rs.n, greedy);
         if (!ends) {
                 runes_release(&rs);
-                kiln_error_new(lx->err, KILN_ERR_LIMIT,
-                               "pattern too large for the value it is matched against");
-                if (lx->err && *lx->err)
-                        (*lx->err)->column = (unsigned) (at + 1);
-                return -1;
+                return fail_kind(lx, KILN_ERR_LIMIT, at,
+                                 "pattern too large for the value it is matched against");
         }
         if (ends[0] < 0) {
                 kiln_buf_add(out, value, vlen, NULL);
@@ -560,11 +562,8 @@ static int replace_pattern(struct lexer *lx, size_t at, const char *pat, size_t 
         ends = pattern_match_ends(t, nt, rs.r, rs.n, true);
         if (!ends) {
                 runes_release(&rs);
-                kiln_error_new(lx->err, KILN_ERR_LIMIT,
-                               "pattern too large for the value it is matched against");
-                if (lx->err && *lx->err)
-                        (*lx->err)->column = (unsigned) (at + 1);
-                return -1;
+                return fail_kind(lx, KILN_ERR_LIMIT, at,
+                                 "pattern too large for the value it is matched against");
         }
         while (search <= rs.n) {
                 size_t a = search, e;
@@ -618,10 +617,7 @@ static int check_output(struct lexer *lx, const struct kiln_buf *b, size_t at)
 {
         if (!b->overflow)
                 return 0;
-        kiln_error_new(lx->err, KILN_ERR_LIMIT, "expansion exceeds %zu MiB", MAX_OUTPUT >> 20);
-        if (lx->err && *lx->err)
-                (*lx->err)->column = (unsigned) (at + 1);
-        return -1;
+        return fail_kind(lx, KILN_ERR_LIMIT, at, "expansion exceeds %zu MiB", MAX_OUTPUT >> 20);
 }
 
 static void buf_init(struct kiln_buf *b)

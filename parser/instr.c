@@ -462,56 +462,36 @@ static const char *const mount_keys[] = {
 /* Go's encoding/csv for one record: fields split by ',', "..." quoting with "" for a quote. */
 static int csv_fields(const char *s, char ***ret, size_t *ret_n, struct kiln_error **err)
 {
-        struct kiln_buf field = KILN_BUF_INIT;
+        _cleanup_buf_ struct kiln_buf field = KILN_BUF_INIT;
         char **v = NULL;
         size_t n = 0, alloc = 0;
-        const char *p = s;
+        const char *p = s, *why = NULL;
 
         for (;;) {
                 kiln_buf_reset(&field);
                 if (*p == '"') {
-                        p++;
-                        for (;;) {
-                                if (*p == '\0') {
-                                        kiln_buf_release(&field);
-                                        for (size_t i = 0; i < n; i++)
-                                                free(v[i]);
-                                        free(v);
-                                        return kiln_error_new(
-                                                err, KILN_ERR_INVALID,
-                                                "extraneous or missing \" in quoted field");
-                                }
-                                if (*p == '"') {
-                                        if (p[1] == '"') {
-                                                kiln_buf_addc(&field, '"', NULL);
-                                                p += 2;
-                                                continue;
-                                        }
-                                        p++;
+                        for (p++; !why; p++) {
+                                if (*p == '\0')
+                                        why = "extraneous or missing \" in quoted field";
+                                else if (*p == '"' && p[1] == '"')
+                                        kiln_buf_addc(&field, *p++, NULL);
+                                else if (*p == '"')
                                         break;
-                                }
-                                kiln_buf_addc(&field, *p++, NULL);
+                                else
+                                        kiln_buf_addc(&field, *p, NULL);
                         }
-                        if (*p != ',' && *p != '\0') {
-                                kiln_buf_release(&field);
-                                for (size_t i = 0; i < n; i++)
-                                        free(v[i]);
-                                free(v);
-                                return kiln_error_new(err, KILN_ERR_INVALID,
-                                                      "extraneous or missing \" in quoted field");
-                        }
+                        if (!why && *++p != ',' && *p != '\0')
+                                why = "extraneous or missing \" in quoted field";
                 } else {
-                        while (*p && *p != ',') {
-                                if (*p == '"') {
-                                        kiln_buf_release(&field);
-                                        for (size_t i = 0; i < n; i++)
-                                                free(v[i]);
-                                        free(v);
-                                        return kiln_error_new(err, KILN_ERR_INVALID,
-                                                              "bare \" in non-quoted field");
-                                }
-                                kiln_buf_addc(&field, *p++, NULL);
+                        for (; !why && *p && *p != ','; p++) {
+                                if (*p == '"')
+                                        why = "bare \" in non-quoted field";
+                                kiln_buf_addc(&field, *p, NULL);
                         }
+                }
+                if (why) {
+                        df_strv_free(v);
+                        return kiln_error_new(err, KILN_ERR_INVALID, "%s", why);
                 }
                 XGROW(v, n + 2, alloc);
                 v[n++] = kiln_buf_detach(&field, NULL);
@@ -520,7 +500,6 @@ static int csv_fields(const char *s, char ***ret, size_t *ret_n, struct kiln_err
                         break;
                 p++; /* ',' */
         }
-        kiln_buf_release(&field);
         *ret = v;
         *ret_n = n;
         return 0;

@@ -473,9 +473,53 @@ static void eval_cases(void)
         }
 }
 
+static void mount_cases(void)
+{
+        struct kiln_arena a = KILN_ARENA_INIT;
+        struct kiln_error *err = NULL;
+        struct df_mount m;
+
+        tap_ok(df_mount_parse("type=cache,\"target=/x,y\",id=c,sharing=locked", NULL, '\\', &a, &m,
+                              &err) == 0 &&
+                       m.type == DF_MOUNT_CACHE && strcmp(m.target, "/x,y") == 0 &&
+                       strcmp(m.id, "c") == 0 && m.sharing == DF_SHARING_LOCKED && !m.readonly,
+               "a CSV-quoted field keeps its comma; cache mounts are writable");
+        tap_ok(df_mount_parse("target=/src,from=build,source=/out", NULL, '\\', &a, &m, &err) ==
+                               0 &&
+                       m.type == DF_MOUNT_BIND && m.readonly && strcmp(m.from, "build") == 0,
+               "bind is the default type and read-only by default");
+        tap_ok(df_mount_parse("type=secret,id=tok,required,env=TOKEN", NULL, '\\', &a, &m, &err) ==
+                               0 &&
+                       m.required && strcmp(m.env, "TOKEN") == 0 && !m.target,
+               "a secret mount needs no target");
+        tap_ok(df_mount_parse("type=tmpfs,target=/t,size=64m,rw=false", NULL, '\\', &a, &m, &err) ==
+                               0 &&
+                       m.size == 64 << 20 && m.readonly,
+               "tmpfs size in binary units; rw=false is read-only");
+        tap_ok(df_mount_parse("type=cache,target=/x,mode=0750,uid=1000,gid=1000", NULL, '\\', &a,
+                              &m, &err) == 0 &&
+                       m.has_mode && m.mode == 0750 && m.uid == 1000,
+               "cache mode, uid and gid");
+        tap_ok(df_mount_parse("type=cache,target=\"/x", NULL, '\\', &a, &m, &err) < 0 && err &&
+                       strstr(err->msg, "bare \""),
+               "a bare quote is a CSV error");
+        err = kiln_error_free(err);
+        tap_ok(df_mount_parse("type=cache,\"target=/x", NULL, '\\', &a, &m, &err) < 0 && err &&
+                       strstr(err->msg, "missing \""),
+               "an unterminated quoted field is a CSV error");
+        err = kiln_error_free(err);
+        tap_ok(df_mount_parse("type=cache,target=/x,sharing=sometimes", NULL, '\\', &a, &m, &err) <
+                               0 &&
+                       err && strstr(err->msg, "unsupported sharing value"),
+               "sharing takes shared, private or locked");
+        err = kiln_error_free(err);
+        kiln_arena_release(&a);
+}
+
 int main(void)
 {
         error_cases();
+        mount_cases();
         graph_cases();
         scoping_cases();
         eval_cases();

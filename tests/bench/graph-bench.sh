@@ -52,7 +52,7 @@ time_ms() {
 printf '%-14s %-10s %-12s %-16s\n' instructions bytes "time (ms)" "us/instruction"
 for n in 10000 20000 40000; do
         gen "$n"
-        count=$("$KILN" parse "$WORK/Dockerfile.$n" | sed -n 's/.*: \([0-9]*\) instructions/\1/p')
+        count=$("$KILN" parse "$WORK/Dockerfile.$n" | sed -n 's/.*: \([0-9]*\) instructions.*/\1/p')
         us=$(time_ms "$WORK/Dockerfile.$n")
         printf '%-14s %-10s %-12s %-16s\n' "$count" "$(stat -c %s "$WORK/Dockerfile.$n")" \
                 "$(awk "BEGIN{printf \"%.1f\", $us/1000}")" "$(awk "BEGIN{printf \"%.2f\", $us/$count}")"

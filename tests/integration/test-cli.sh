@@ -66,7 +66,11 @@ hi
 EOF2
 EOF
 check "parse checks a good Dockerfile" run 0 "$KILN" parse "$WORK/Dockerfile"
-check "parse reports the instruction count" grep -q ": 3 instructions" "$WORK/out"
+check "parse reports the instruction count" grep -q ": 3 instructions in 1 stage$" "$WORK/out"
+printf 'FROM alpine\nCOPY --chmod=8888 a b\n' >"$WORK/badflag"
+check "parse checks the instructions too (1)" run 1 "$KILN" parse "$WORK/badflag"
+check "naming the bad value" grep -q "badflag:2:14: invalid --chmod value" "$WORK/err"
+check "while --dump shows the raw tree" run 0 "$KILN" parse --dump "$WORK/badflag"
 check "parse --dump prints the result format" run 0 "$KILN" parse --dump "$WORK/Dockerfile"
 check "the dump is BuildKit's" diff -u - "$WORK/out" <<'EOF'
 (from "alpine:3.19" "AS" "build")

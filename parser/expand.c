@@ -942,7 +942,23 @@ int df_expand_word(const char *word, size_t len, char escape, unsigned flags, st
                    char **ret, size_t *ret_len, struct kiln_error **err)
 {
         _cleanup_buf_ struct kiln_buf out = KILN_BUF_INIT;
+        size_t i;
 
+        /* Most words have nothing to expand: no '$', quote or escape character. */
+        for (i = 0; i < len; i++)
+                if (word[i] == '$' || word[i] == '\'' || word[i] == '"' || word[i] == escape)
+                        break;
+        if (i == len && len <= MAX_OUTPUT) {
+                *ret = xstrndup(word, len);
+                if (memchr(word, '\0', len)) {
+                        free(*ret);
+                        *ret = xmemdup(word, len + 1);
+                        (*ret)[len] = '\0';
+                }
+                if (ret_len)
+                        *ret_len = len;
+                return 0;
+        }
         buf_init(&out);
         if (expand(word, len, escape, flags, vars, &out, NULL, err) < 0)
                 return -1;

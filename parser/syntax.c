@@ -1100,6 +1100,9 @@ static int read_heredocs(struct parse_state *ps, const struct joined *j, struct 
         size_t n = 0, i;
         int r = 0;
 
+        /* Only a line with "<<" can start a heredoc; spare the lexer the rest. */
+        if (!memmem(j->text.buf, j->text.len, "<<", 2))
+                return 0;
         if (df_heredocs_from_line(j->text.buf, j->text.len, &specs, &n, ps->err) < 0) {
                 if (ps->err && *ps->err) {
                         unsigned line;

@@ -74,7 +74,7 @@ size_t kiln_utf8_encode(uint32_t r, char out[4])
         return 4;
 }
 
-bool kiln_rune_is_space(uint32_t r)
+bool kiln_rune_is_space_slow(uint32_t r)
 {
         switch (r) {
         case '\t':

@@ -18,8 +18,15 @@ size_t kiln_utf8_decode(const char *s, size_t len, uint32_t *ret_rune);
 /** Encodes a rune; returns the number of bytes written to out (1..4). */
 size_t kiln_utf8_encode(uint32_t rune, char out[4]);
 
-/** Go's unicode.IsSpace. */
-bool kiln_rune_is_space(uint32_t r);
+bool kiln_rune_is_space_slow(uint32_t r);
+
+/** Go's unicode.IsSpace (ASCII inline, the rest out of line). */
+static inline bool kiln_rune_is_space(uint32_t r)
+{
+        if (r < 0x80)
+                return r == ' ' || (r >= '\t' && r <= '\r');
+        return kiln_rune_is_space_slow(r);
+}
 /** Go's unicode.IsLetter (approximated by the C.UTF-8 locale's classes outside ASCII). */
 bool kiln_rune_is_letter(uint32_t r);
 /** Go's unicode.IsDigit. */

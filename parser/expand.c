@@ -949,12 +949,9 @@ int df_expand_word(const char *word, size_t len, char escape, unsigned flags, st
                 if (word[i] == '$' || word[i] == '\'' || word[i] == '"' || word[i] == escape)
                         break;
         if (i == len && len <= MAX_OUTPUT) {
-                *ret = xstrndup(word, len);
-                if (memchr(word, '\0', len)) {
-                        free(*ret);
-                        *ret = xmemdup(word, len + 1);
-                        (*ret)[len] = '\0';
-                }
+                *ret = xmalloc(len + 1);
+                memcpy(*ret, word, len);
+                (*ret)[len] = '\0';
                 if (ret_len)
                         *ret_len = len;
                 return 0;

@@ -901,14 +901,13 @@ static int type_run(const struct instr_ctx *c, const struct df_node *node, struc
                 struct df_mount m;
                 const char *spec = f[0].values[i].text;
 
-                /* Values with variables are checked once expanded; `from` never expands. */
-                if (has_variable(spec) && !strstr(spec, "from="))
-                        continue;
+                /* Values with variables are checked once expanded, but `from` never
+                 * expands, so it is checked now. */
                 if (has_variable(spec)) {
-                        /* Only check the from= field now. */
-                        const char *from = strstr(spec, "from=");
-                        size_t n = strcspn(from + 5, ",");
-                        if (memchr(from + 5, '$', n) || memchr(from + 5, '{', n))
+                        _cleanup_free_ char *from = NULL;
+                        if (df_mount_get_from(spec, &from, c->err) < 0)
+                                return locate(c, node, f[0].values[i].offset);
+                        if (from && strpbrk(from, "${}"))
                                 return fail(c, node, f[0].values[i].offset, KILN_ERR_INVALID,
                                             "'from' doesn't support variable expansion, define "
                                             "alias stage instead");

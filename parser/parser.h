@@ -59,7 +59,6 @@ struct df_node {
         struct df_heredoc *heredocs;
         size_t n_heredocs;
         bool json;           /* arguments came from a JSON array (exec form) */
-        bool known;          /* keyword is a Dockerfile instruction */
         unsigned start_line; /* first and last physical line, heredoc bodies included */
         unsigned end_line;
         struct df_segment *segments;

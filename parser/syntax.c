@@ -722,17 +722,15 @@ static const struct {
         { "volume", RULE_MAYBE_JSON_LIST },  { "workdir", RULE_STRING },
 };
 
-static bool rule_for(const char *keyword, enum arg_rule *ret)
+/* The argument rule of a keyword; an unknown instruction keeps none of its arguments. */
+static enum arg_rule rule_for(const char *keyword)
 {
         size_t i;
 
         for (i = 0; i < ELEMENTSOF(instruction_rules); i++)
-                if (df_keyword_is(keyword, instruction_rules[i].name)) {
-                        *ret = instruction_rules[i].rule;
-                        return true;
-                }
-        *ret = RULE_IGNORE;
-        return false;
+                if (df_keyword_is(keyword, instruction_rules[i].name))
+                        return instruction_rules[i].rule;
+        return RULE_IGNORE;
 }
 
 static int node_from_text(struct parse_state *ps, const struct joined *j, size_t off, size_t len,
@@ -920,7 +918,7 @@ static int node_from_text(struct parse_state *ps, const struct joined *j, size_t
         while (kw_end < te && !df_is_ws_class(text[kw_end]))
                 kw_end++;
         node->keyword = kiln_arena_memdup(a, text + ts, kw_end - ts);
-        node->known = rule_for(node->keyword, &rule);
+        rule = rule_for(node->keyword);
         if (kw_end < te) {
                 size_t at, s2, e2;
 

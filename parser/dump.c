@@ -88,6 +88,8 @@ int df_node_dump(const struct df_node *node, struct kiln_buf *out, struct kiln_e
 {
         size_t i, n = strlen(node->keyword);
 
+        /* BuildKit lower-cases with Go's Unicode tables; instruction keywords are ASCII, so
+         * kiln lower-cases ASCII only and leaves other bytes of an unknown keyword as written. */
         for (i = 0; i < n; i++) {
                 char c = node->keyword[i];
                 if (c >= 'A' && c <= 'Z')

@@ -45,3 +45,30 @@ char *cli_format_position(const char *file, unsigned line, unsigned column, cons
                 return xasprintf("%s: %s", file, msg);
         return xstrdup(msg);
 }
+
+int cli_open_store(const char *root, struct layer_store **ret, struct kiln_error **err)
+{
+        _cleanup_free_ char *def = NULL;
+
+        if (!root || !*root)
+                root = getenv("KILN_ROOT");
+        if (!root || !*root)
+                root = def = layer_store_default_root();
+        return layer_store_open(root, ret, err);
+}
+
+void cli_human_size(uint64_t bytes, char buf[32])
+{
+        static const char *const units[] = { "B", "kB", "MB", "GB", "TB" };
+        double v = (double) bytes;
+        size_t u = 0;
+
+        while (v >= 1000 && u + 1 < ELEMENTSOF(units)) {
+                v /= 1000;
+                u++;
+        }
+        if (u == 0)
+                snprintf(buf, 32, "%lluB", (unsigned long long) bytes);
+        else
+                snprintf(buf, 32, "%.3g%s", v, units[u]);
+}

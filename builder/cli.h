@@ -11,6 +11,7 @@
 
 #include "builder/common/error.h"
 #include "builder/common/strbuf.h"
+#include "layers/layers.h"
 #include "parser/parser.h"
 
 /* Returned by an option handler or a verb for a usage error (exit code 2). */
@@ -94,10 +95,32 @@ void cli_frontend_release(struct cli_frontend **fe);
 /** The host's platform in OCI terms ("linux/amd64", "linux/arm64", "linux/arm/v7"). */
 const char *cli_host_platform(void);
 
+/* --root DIR: where the local store is (also KILN_ROOT). */
+#define CLI_ROOT_OPTION                                                  \
+        {                                                                \
+                .name = "root", .has_arg = required_argument, .val = 'R' \
+        }
+#define CLI_ROOT_HELP                                                                           \
+        "  --root DIR             the local store (default: $KILN_ROOT, else /var/lib/kiln as " \
+        "root,\n"                                                                               \
+        "                         else ${XDG_DATA_HOME:-~/.local/share}/kiln)\n"
+
+/** Opens the local store at `root`, or $KILN_ROOT, or the default. */
+int cli_open_store(const char *root, struct layer_store **ret, struct kiln_error **err);
+
+/** Formats a byte count for people ("12.3MB", "512B"). */
+void cli_human_size(uint64_t bytes, char buf[32]);
+
 extern const struct cli_verb cli_verb_version;
 extern const struct cli_verb cli_verb_parse;
 extern const struct cli_verb cli_verb_graph;
 extern const struct cli_verb cli_verb_context;
+extern const struct cli_verb cli_verb_images;
+extern const struct cli_verb cli_verb_rmi;
+extern const struct cli_verb cli_verb_prune;
+extern const struct cli_verb cli_verb_store;
+extern const struct cli_verb cli_verb_import;
+extern const struct cli_verb cli_verb_layer;
 
 /** Reads a Dockerfile from a path or "-" (stdin); at most 16 MiB. */
 int cli_read_dockerfile(const char *path, char **ret_text, size_t *ret_len,

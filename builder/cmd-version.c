@@ -1,8 +1,5 @@
 /* kiln version: kiln's own version and the versions of the libraries it runs on. */
-#include <archive.h>
 #include <curl/curl.h>
-#include <openssl/crypto.h>
-#include <zstd.h>
 
 #include "builder/cli.h"
 #include "builder/common/json-util.h"
@@ -20,9 +17,8 @@ static int run_version(void *state, char **args, unsigned n_args, struct cli_ctx
                              "jansson %s\n"
                              "zstd %s\n"
                              "libcurl %s\n",
-                             KILN_VERSION, archive_version_string(),
-                             OpenSSL_version(OPENSSL_VERSION), kiln_json_library_version(),
-                             ZSTD_versionString(), curl->version);
+                             KILN_VERSION, layer_archive_version(), layer_crypto_version(),
+                             kiln_json_library_version(), layer_zstd_version(), curl->version);
 }
 
 const struct cli_verb cli_verb_version = {

@@ -15,10 +15,8 @@
 #include "kiln-config.h"
 
 static const struct cli_verb *const verbs[] = {
-        &cli_verb_parse,
-        &cli_verb_graph,
-        &cli_verb_context,
-        &cli_verb_version,
+        &cli_verb_parse, &cli_verb_graph, &cli_verb_context, &cli_verb_import, &cli_verb_images,
+        &cli_verb_rmi,   &cli_verb_prune, &cli_verb_store,   &cli_verb_layer,  &cli_verb_version,
 };
 
 static const struct cli_verb *find_verb(const char *name)
@@ -121,14 +119,15 @@ static int run_verb(const struct cli_verb *v, int argc, char **argv)
         _cleanup_free_ char *shortopts = NULL;
         int r, c;
 
-        /* Every verb takes --help; copy its table and add it. */
+        /* Every verb takes --help; copy its table and add it. Options may follow arguments
+         * (kiln graph . --target x), as with docker. */
         while (v->options && v->options[n_opts].name)
                 n_opts++;
         longopts = xcalloc(n_opts + 2, sizeof(*longopts));
         if (n_opts)
                 memcpy(longopts, v->options, n_opts * sizeof(*longopts));
         longopts[n_opts] = (struct option){ .name = "help", .has_arg = no_argument, .val = 'h' };
-        shortopts = xasprintf("+:h%s", v->shortopts ? v->shortopts : "");
+        shortopts = xasprintf(":h%s", v->shortopts ? v->shortopts : "");
 
         opterr = 0;
         optind = 1;

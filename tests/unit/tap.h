@@ -15,6 +15,10 @@ bool tap_eq_mem(const void *got, size_t got_len, const void *want, size_t want_l
 bool tap_eq_str(const char *got, const char *want, const char *fmt, ...) _printf_(3, 4);
 bool tap_eq_int(long long got, long long want, const char *fmt, ...) _printf_(3, 4);
 
+/** Records a test point that cannot run here ("ok N # SKIP why"); under KILN_MUST_WORK=1 it
+ * fails instead. */
+void tap_skip(const char *fmt, ...) _printf_(1, 2);
+
 /** Prints a "# ..." diagnostic line. */
 void tap_diag(const char *fmt, ...) _printf_(1, 2);
 

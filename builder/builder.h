@@ -43,6 +43,21 @@ struct bld_image_ref {
 int bld_image_store(struct layer_store *store, const struct bld_image *img,
                     struct bld_image_ref *ret, struct kiln_error **err);
 
+/* An image's layers as the store has them: blob digests with their diff_ids, bottom first. */
+struct bld_image_layers {
+        char (*digests)[LAYER_DIGEST_SIZE];
+        char (*diff_ids)[LAYER_DIGEST_SIZE];
+        size_t n;
+};
+
+/**
+ * Reads a named image's manifest and config from the store and pairs its layers with their
+ * diff_ids. PARSE for a manifest or config that does not make sense, NOTFOUND for a missing name.
+ */
+int bld_image_layers(struct layer_store *store, const char *name, struct bld_image_layers *ret,
+                     struct kiln_error **err);
+void bld_image_layers_release(struct bld_image_layers *l);
+
 /** "os/arch[/variant]" split into an image's fields (pointers into `platform`, modified). */
 void bld_platform_split(char *platform, const char **ret_os, const char **ret_arch,
                         const char **ret_variant);

@@ -40,6 +40,8 @@ struct cli_verb {
         /** Runs the verb; returns 0, -1 (failure, exit 1) or CLI_USAGE. */
         int (*run)(void *state, char **args, unsigned n_args, struct cli_ctx *ctx,
                    struct kiln_error **err);
+        /** Frees what the options allocated; main.c calls it whatever happened. May be NULL. */
+        void (*release)(void *state);
 };
 
 /*

@@ -281,7 +281,7 @@ static int run_graph(void *state, char **args, unsigned n_args, struct cli_ctx *
                      struct kiln_error **err)
 {
         struct graph_opts *o = state;
-        _cleanup_(cli_frontend_release) struct cli_frontend *fe = &o->fe;
+        struct cli_frontend *fe = &o->fe;
         size_t i;
 
         if (cli_frontend_load(fe, n_args ? args[0] : ".", ctx, err) < 0)
@@ -304,6 +304,14 @@ static int run_graph(void *state, char **args, unsigned n_args, struct cli_ctx *
         return 0;
 }
 
+static void graph_release(void *state)
+{
+        struct graph_opts *o = state;
+        struct cli_frontend *fe = &o->fe;
+
+        cli_frontend_release(&fe);
+}
+
 const struct cli_verb cli_verb_graph = {
         .name = "graph",
         .synopsis = "[-f FILE] [--target STAGE] [--build-arg K[=V]]... [--platform P] [--format "
@@ -320,4 +328,5 @@ const struct cli_verb cli_verb_graph = {
         .state_size = sizeof(struct graph_opts),
         .option = graph_option,
         .run = run_graph,
+        .release = graph_release,
 };

@@ -105,7 +105,6 @@ static int run_import(void *state, char **args, unsigned n_args, struct cli_ctx 
         _cleanup_free_ char *scratch = NULL,
                             *platform = xstrdup(o->platform ? o->platform : cli_host_platform());
         _cleanup_free_ char *created_by = xasprintf("kiln import %s", args[0]);
-        _cleanup_free_ const char **tags = o->tags;
         struct layer_changes changes = LAYER_CHANGES_INIT;
         struct layer_write_opts wo = LAYER_WRITE_OPTS_DEFAULT;
         struct layer_blob_writer *w = NULL;
@@ -158,6 +157,13 @@ out:
         return r;
 }
 
+static void import_release(void *state)
+{
+        struct import_opts *o = state;
+
+        free(o->tags);
+}
+
 const struct cli_verb cli_verb_import = {
         .name = "import",
         .synopsis = "[--root DIR] -t NAME... [--compression C] [--platform P] DIR|TARBALL",
@@ -176,4 +182,5 @@ const struct cli_verb cli_verb_import = {
         .state_size = sizeof(struct import_opts),
         .option = import_option,
         .run = run_import,
+        .release = import_release,
 };

@@ -6,6 +6,8 @@
  *                                       the snapshot, or an overlayfs upper directory) into the
  *                                       store
  *   kiln layer extract DIGEST DIR       apply a layer from the store onto DIR
+ *   kiln layer unpack IMAGE             unpack each layer of an image once into the store's
+ *                                       cache (overlay lower directories) and list them
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -181,6 +183,35 @@ static int do_extract(struct layer_opts *o, char **args, struct cli_ctx *ctx,
         return 0;
 }
 
+static int do_unpack(struct layer_opts *o, char **args, struct cli_ctx *ctx,
+                     struct kiln_error **err)
+{
+        _cleanup_(layer_store_freep) struct layer_store *store = NULL;
+        struct layer_extract_opts xo = { .record_owner = geteuid() != 0,
+                                         .warn = warn_to_ctx,
+                                         .warn_ctx = ctx };
+        struct bld_image_layers layers = { 0 };
+        size_t i;
+        int r = 0;
+
+        if (cli_open_store(o->root, &store, err) < 0 ||
+            bld_image_layers(store, args[1], &layers, err) < 0)
+                return -1;
+        for (i = 0; r == 0 && i < layers.n; i++) {
+                _cleanup_free_ char *path = NULL;
+                int fd = layer_store_unpack(store, layers.digests[i], layers.diff_ids[i], &xo,
+                                            &path, err);
+                if (fd < 0) {
+                        r = -1;
+                        break;
+                }
+                close(fd);
+                kiln_buf_addf(&ctx->out, NULL, "%s\n", path);
+        }
+        bld_image_layers_release(&layers);
+        return r;
+}
+
 static int run_layer(void *state, char **args, unsigned n_args, struct cli_ctx *ctx,
                      struct kiln_error **err)
 {
@@ -192,17 +223,20 @@ static int run_layer(void *state, char **args, unsigned n_args, struct cli_ctx *
                 return do_create(o, args, ctx, err);
         if (strcmp(args[0], "extract") == 0 && n_args == 3)
                 return do_extract(o, args, ctx, err);
+        if (strcmp(args[0], "unpack") == 0 && n_args == 2)
+                return do_unpack(o, args, ctx, err);
         kiln_error_new(
                 err, KILN_ERR_INVALID,
-                "use: layer snapshot DIR FILE | layer create DIR | layer extract DIGEST DIR");
+                "use: layer snapshot DIR FILE | layer create DIR | layer extract DIGEST DIR | "
+                "layer unpack IMAGE");
         return CLI_USAGE;
 }
 
 const struct cli_verb cli_verb_layer = {
         .name = "layer",
         .synopsis = "snapshot DIR FILE | create [--snapshot FILE | --upper [--userxattr]] "
-                    "[--compression C] DIR | extract DIGEST DIR",
-        .summary = "record a directory's state, make a layer of changes, or apply a layer",
+                    "[--compression C] DIR | extract DIGEST DIR | unpack IMAGE",
+        .summary = "record a directory's state, make a layer of changes, apply or unpack layers",
         .help = "Options:\n" CLI_ROOT_HELP
                 "  --snapshot FILE        create: only what changed since `kiln layer snapshot`\n"
                 "  --upper                create: DIR is an overlayfs upper directory\n"

@@ -6,6 +6,7 @@
 
 #include "builder/builder.h"
 #include "builder/common/json-util.h"
+#include "builder/common/xalloc.h"
 
 static char *iso8601(int64_t t)
 {
@@ -102,4 +103,64 @@ int64_t bld_source_date_epoch(void)
         if (*end || errno || v < 0)
                 return -1;
         return v;
+}
+
+int bld_image_layers(struct layer_store *store, const char *name, struct bld_image_layers *ret,
+                     struct kiln_error **err)
+{
+        struct layer_ref ref;
+        _cleanup_free_ char *mdata = NULL, *cdata = NULL;
+        _cleanup_json_ json_t *manifest = NULL, *config = NULL;
+        json_t *layers, *diff_ids;
+        const char *config_digest;
+        size_t mlen, clen, i, n;
+
+        if (layer_store_resolve(store, name, &ref, err) < 0)
+                return -1;
+        if (layer_store_read(store, ref.digest, 4 << 20, &mdata, &mlen, err) < 0) {
+                layer_ref_release(&ref);
+                return -1;
+        }
+        manifest = kiln_json_loadb(mdata, mlen, ref.digest, err);
+        layer_ref_release(&ref);
+        if (!manifest)
+                return kiln_error_wrap(err, "image '%s': manifest", name);
+        config_digest = kiln_json_get_string(json_object_get(manifest, "config"), "digest");
+        layers = json_object_get(manifest, "layers");
+        if (!config_digest || !json_is_array(layers))
+                return kiln_error_new(err, KILN_ERR_PARSE, "image '%s': not an image manifest",
+                                      name);
+        if (layer_store_read(store, config_digest, 16 << 20, &cdata, &clen, err) < 0)
+                return kiln_error_wrap(err, "image '%s': config", name);
+        if (!(config = kiln_json_loadb(cdata, clen, config_digest, err)))
+                return kiln_error_wrap(err, "image '%s': config", name);
+        diff_ids = json_object_get(json_object_get(config, "rootfs"), "diff_ids");
+        n = json_array_size(layers);
+        if (!json_is_array(diff_ids) || json_array_size(diff_ids) != n)
+                return kiln_error_new(err, KILN_ERR_PARSE,
+                                      "image '%s': the config lists %zu diff_ids for %zu layers",
+                                      name, json_array_size(diff_ids), n);
+        ret->digests = xcalloc(n + 1, sizeof(*ret->digests));
+        ret->diff_ids = xcalloc(n + 1, sizeof(*ret->diff_ids));
+        ret->n = n;
+        for (i = 0; i < n; i++) {
+                const char *d = kiln_json_get_string(json_array_get(layers, i), "digest");
+                const char *id = json_string_value(json_array_get(diff_ids, i));
+                if (!layer_digest_valid(d) || !layer_digest_valid(id)) {
+                        bld_image_layers_release(ret);
+                        return kiln_error_new(err, KILN_ERR_PARSE,
+                                              "image '%s': layer %zu has a bad digest", name,
+                                              i + 1);
+                }
+                memcpy(ret->digests[i], d, LAYER_DIGEST_SIZE);
+                memcpy(ret->diff_ids[i], id, LAYER_DIGEST_SIZE);
+        }
+        return 0;
+}
+
+void bld_image_layers_release(struct bld_image_layers *l)
+{
+        free(l->digests);
+        free(l->diff_ids);
+        memset(l, 0, sizeof(*l));
 }

@@ -108,10 +108,25 @@ static int usage_error(const struct cli_verb *v, const char *fmt, ...)
         return 2;
 }
 
+struct verb_state {
+        const struct cli_verb *verb;
+        void *state;
+};
+
+static void verb_state_release(struct verb_state *vs)
+{
+        if (vs->verb->release)
+                vs->verb->release(vs->state);
+        free(vs->state);
+}
+
 static int run_verb(const struct cli_verb *v, int argc, char **argv)
 {
         _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
-        _cleanup_free_ void *state = xcalloc(1, v->state_size ? v->state_size : 1);
+        _cleanup_(verb_state_release) struct verb_state vs = {
+                .verb = v, .state = xcalloc(1, v->state_size ? v->state_size : 1)
+        };
+        void *state = vs.state;
         struct option *longopts;
         struct cli_ctx ctx = { .out = KILN_BUF_INIT };
         size_t n_opts = 0, i;

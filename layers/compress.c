@@ -15,6 +15,8 @@
 #include "builder/common/xalloc.h"
 #include "layers/layers-internal.h"
 
+#define ZSTD_JOB_SIZE (2 << 20)
+
 struct compressor {
         enum layer_compression kind;
         const struct layer_sink *out;
@@ -161,6 +163,10 @@ struct compressor *compressor_new(const struct layer_write_opts *opts, const str
                         r = ZSTD_CCtx_setParameter(
                                 c->zs, ZSTD_c_nbWorkers,
                                 (int) (opts->threads ? opts->threads : cpu_count()));
+                /* A fixed job size keeps the output independent of the machine and the memory
+                 * bounded: with the default (4 windows) two workers need ~80 MiB. */
+                if (!ZSTD_isError(r))
+                        r = ZSTD_CCtx_setParameter(c->zs, ZSTD_c_jobSize, ZSTD_JOB_SIZE);
                 if (ZSTD_isError(r)) {
                         kiln_error_new(err, KILN_ERR_UNSUPPORTED, "zstd: %s", ZSTD_getErrorName(r));
                         compressor_free(c);

@@ -112,7 +112,8 @@ static void *out_thread(void *arg)
                         break;
                 slot = q->slots[q->head];
                 pthread_mutex_unlock(&q->lock);
-                layer_sha256_update(q->hash, slot.data, slot.len);
+                if (q->hash)
+                        layer_sha256_update(q->hash, slot.data, slot.len);
                 q->size += slot.len;
                 if (!q->failed && q->sink->write(q->sink->ctx, slot.data, slot.len, &q->err) < 0)
                         q->failed = true;
@@ -168,7 +169,7 @@ static int out_write(void *ctx, const void *data, size_t len, struct kiln_error 
         return 0;
 }
 
-static void out_start(struct out_queue *q, const struct layer_sink *sink)
+static void out_start(struct out_queue *q, const struct layer_sink *sink, bool hash)
 {
         unsigned i;
 
@@ -179,7 +180,7 @@ static void out_start(struct out_queue *q, const struct layer_sink *sink)
                 q->slots[i].data = xmalloc(OUT_SLOT_SIZE);
         q->filling.data = xmalloc(OUT_SLOT_SIZE);
         q->sink = sink;
-        q->hash = layer_sha256_new();
+        q->hash = hash ? layer_sha256_new() : NULL;
         if (pthread_create(&q->thread, NULL, out_thread, q) != 0)
                 abort();
 }
@@ -378,7 +379,8 @@ int layer_write(const struct layer_changes *changes, const struct layer_write_op
         size_t i;
         int r = -1;
 
-        out_start(&w.queue, sink);
+        /* Uncompressed, the blob is the tar: its digest is the diff_id, hashed once. */
+        out_start(&w.queue, sink, opts->compression != LAYER_COMPRESSION_NONE);
         w.queued = (struct layer_sink){ .write = out_write, .ctx = &w.queue };
         w.diff_hash = layer_sha256_new();
         w.buf = xmalloc(READ_CHUNK);
@@ -423,7 +425,10 @@ out:
         if (r == 0) {
                 memset(ret, 0, sizeof(*ret));
                 layer_sha256_final(w.diff_hash, ret->diff_id);
-                layer_sha256_final(w.queue.hash, ret->digest);
+                if (w.queue.hash)
+                        layer_sha256_final(w.queue.hash, ret->digest);
+                else
+                        memcpy(ret->digest, ret->diff_id, LAYER_DIGEST_SIZE);
                 ret->size = w.queue.size;
                 ret->tar_size = w.tar_size;
                 ret->compression = opts->compression;

@@ -123,6 +123,18 @@ check "kiln layer extract applies it" run 0 "$KILN" layer extract "$layer" "$WOR
 check "whiteouts were applied" grep -q "2 whiteouts" "$WORK/err"
 check "the old tree plus the layer is the new tree" same_tree "$R" "$WORK/before"
 
+# Cached unpacked layers (what a build stacks as overlay lower directories).
+check "kiln layer unpack an image" run 0 "$KILN" layer unpack demo:1
+unpacked=$(head -n1 "$WORK/out")
+check "into the store's cache, by diff_id" bash -c "case '$unpacked' in '$KILN_ROOT'/.kiln/unpacked/*) true;; *) false;; esac"
+check "and it holds the image's tree" same_tree "$WORK/bundle/rootfs" "$unpacked"
+check "a second unpack reuses it" run 0 "$KILN" layer unpack demo:1
+check "the same directory" grep -qx "$unpacked" "$WORK/out"
+check "four at once agree on one copy" bash -c "
+        rm -rf '$KILN_ROOT'/.kiln/unpacked/*
+        for i in 1 2 3 4; do '$KILN' layer unpack example.com/demo:latest > '$WORK/u'\$i & done; wait
+        [ \$(cat '$WORK'/u[1-4] | sort -u | wc -l) = 1 ] && [ \$(ls '$KILN_ROOT/.kiln/unpacked' | wc -l) = 1 ]"
+
 # Names and space.
 check "kiln rmi" run 0 "$KILN" rmi r:1 r:2 z:1 z:2 t:dir t:tar
 check "kiln rmi of a missing name fails (1)" run 1 "$KILN" rmi nope

@@ -118,7 +118,8 @@ static void walk(int rootfd, const char *rel, struct kiln_buf *out)
         }
         if (d)
                 closedir(d);
-        qsort(names, n, sizeof(char *), cmp_names);
+        if (n)
+                qsort(names, n, sizeof(char *), cmp_names);
         for (i = 0; i < n; i++) {
                 struct stat st;
                 describe(rootfd, names[i], out);

@@ -16,11 +16,8 @@ void cli_warn(struct cli_ctx *ctx, const char *fmt, ...)
         char *msg;
 
         va_start(ap, fmt);
-        if (vasprintf(&msg, fmt, ap) < 0)
-                msg = NULL;
+        msg = xvasprintf(fmt, ap);
         va_end(ap);
-        if (!msg)
-                return;
         XGROW(ctx->warnings, ctx->n_warnings + 1, ctx->alloc_warnings);
         ctx->warnings[ctx->n_warnings++] = msg;
 }

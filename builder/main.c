@@ -101,10 +101,9 @@ static int usage_error(const struct cli_verb *v, const char *fmt, ...)
         va_list ap;
 
         va_start(ap, fmt);
-        if (vasprintf(&msg, fmt, ap) < 0)
-                msg = NULL;
+        msg = xvasprintf(fmt, ap);
         va_end(ap);
-        print_usage_error(v, msg ? msg : "usage error");
+        print_usage_error(v, msg);
         return 2;
 }
 

@@ -211,11 +211,8 @@ static void warn(struct extract *x, const char *fmt, ...)
         if (!x->opts || !x->opts->warn)
                 return;
         va_start(ap, fmt);
-        if (vasprintf(&msg, fmt, ap) < 0)
-                msg = NULL;
+        msg = xvasprintf(fmt, ap);
         va_end(ap);
-        if (!msg)
-                return;
         full = xasprintf("layer '%s': %s", x->what, msg);
         x->opts->warn(x->opts->warn_ctx, full);
 }

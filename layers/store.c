@@ -797,11 +797,8 @@ static void report(struct layer_fsck_report *r, const char *fmt, ...)
         char *msg;
 
         va_start(ap, fmt);
-        if (vasprintf(&msg, fmt, ap) < 0)
-                msg = NULL;
+        msg = xvasprintf(fmt, ap);
         va_end(ap);
-        if (!msg)
-                return;
         r->problems = xrealloc(r->problems, (r->n_problems + 1) * sizeof(char *));
         r->problems[r->n_problems++] = msg;
 }

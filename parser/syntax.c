@@ -312,11 +312,8 @@ static void warn(struct parse_state *ps, unsigned line, unsigned column, const c
         char *msg;
 
         va_start(ap, fmt);
-        if (vasprintf(&msg, fmt, ap) < 0)
-                msg = NULL;
+        msg = xvasprintf(fmt, ap);
         va_end(ap);
-        if (!msg)
-                return;
         XGROW(ps->warnings, ps->n_warnings + 1, ps->alloc_warnings);
         ps->warnings[ps->n_warnings].msg = kiln_arena_strdup(&ps->syn->arena, msg);
         ps->warnings[ps->n_warnings].line = line;

@@ -75,14 +75,11 @@ char *kiln_arena_printf(struct kiln_arena *a, const char *fmt, ...)
 {
         va_list ap;
         char *tmp, *s;
-        int n;
 
         va_start(ap, fmt);
-        n = vasprintf(&tmp, fmt, ap);
+        tmp = xvasprintf(fmt, ap);
         va_end(ap);
-        if (n < 0)
-                abort();
-        s = kiln_arena_memdup(a, tmp, (size_t) n);
+        s = kiln_arena_strdup(a, tmp);
         free(tmp);
         return s;
 }

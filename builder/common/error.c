@@ -41,8 +41,7 @@ int kiln_error_newv(struct kiln_error **err, enum kiln_errkind kind, const char 
 
         if (!err)
                 return -1;
-        if (vasprintf(&msg, fmt, ap) < 0)
-                msg = xstrdup("(out of memory formatting error)");
+        msg = xvasprintf(fmt, ap);
         e = xcalloc(1, sizeof(*e));
         e->kind = kind;
         e->msg = msg;
@@ -95,11 +94,8 @@ int kiln_error_wrap(struct kiln_error **err, const char *fmt, ...)
         if (!err || !*err)
                 return -1;
         va_start(ap, fmt);
-        if (vasprintf(&prefix, fmt, ap) < 0)
-                prefix = NULL;
+        prefix = xvasprintf(fmt, ap);
         va_end(ap);
-        if (!prefix)
-                return -1;
         msg = xasprintf("%s: %s", prefix, (*err)->msg);
         free(prefix);
         free((*err)->msg);

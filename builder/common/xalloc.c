@@ -80,16 +80,22 @@ void *xmemdup(const void *p, size_t n)
         return q;
 }
 
+char *xvasprintf(const char *fmt, va_list ap)
+{
+        char *s;
+
+        if (vasprintf(&s, fmt, ap) < 0)
+                oom();
+        return s;
+}
+
 char *xasprintf(const char *fmt, ...)
 {
         va_list ap;
         char *s;
-        int r;
 
         va_start(ap, fmt);
-        r = vasprintf(&s, fmt, ap);
+        s = xvasprintf(fmt, ap);
         va_end(ap);
-        if (r < 0)
-                oom();
         return s;
 }

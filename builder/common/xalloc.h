@@ -1,6 +1,7 @@
 /* Allocators that abort on out-of-memory (crun, git): callers never check for NULL. */
 #pragma once
 
+#include <stdarg.h>
 #include <stddef.h>
 
 #include "builder/common/cleanup.h"
@@ -14,6 +15,7 @@ char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 void *xmemdup(const void *p, size_t n);
 char *xasprintf(const char *fmt, ...) _printf_(1, 2);
+char *xvasprintf(const char *fmt, va_list ap) _printf_(1, 0);
 
 /* Grows array `arr` (with counters `nr` in use and `alloc` allocated) to hold `want` items. */
 #define XGROW(arr, want, alloc) ((arr) = xgrow((arr), sizeof(*(arr)), (want), &(alloc)))

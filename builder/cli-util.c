@@ -69,3 +69,16 @@ void cli_human_size(uint64_t bytes, char buf[32])
         else
                 snprintf(buf, 32, "%.3g%s", v, units[u]);
 }
+
+int cli_parse_compression(const char *arg, enum layer_compression *ret, struct kiln_error **err)
+{
+        int c = layer_compression_from_name(arg);
+
+        if (c < 0) {
+                kiln_error_new(err, KILN_ERR_INVALID, "unknown --compression '%s' (use gzip, zstd or none)",
+                               arg);
+                return CLI_USAGE;
+        }
+        *ret = (enum layer_compression) c;
+        return 0;
+}

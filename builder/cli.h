@@ -110,6 +110,9 @@ const char *cli_host_platform(void);
 /** Opens the local store at `root`, or $KILN_ROOT, or the default. */
 int cli_open_store(const char *root, struct layer_store **ret, struct kiln_error **err);
 
+/** Parses --compression gzip|zstd|none; CLI_USAGE with *err set when unknown. */
+int cli_parse_compression(const char *arg, enum layer_compression *ret, struct kiln_error **err);
+
 /** Formats a byte count for people ("12.3MB", "512B"). */
 void cli_human_size(uint64_t bytes, char buf[32]);
 

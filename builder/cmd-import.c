@@ -36,8 +36,6 @@ static const struct option import_options[] = {
 static int import_option(void *state, int opt, const char *arg, struct kiln_error **err)
 {
         struct import_opts *o = state;
-        int c;
-
         switch (opt) {
         case 'R':
                 o->root = arg;
@@ -47,14 +45,7 @@ static int import_option(void *state, int opt, const char *arg, struct kiln_erro
                 o->tags[o->n_tags++] = arg;
                 return 0;
         case 'c':
-                c = layer_compression_from_name(arg);
-                if (c < 0) {
-                        kiln_error_new(err, KILN_ERR_INVALID,
-                                       "unknown --compression '%s' (use gzip, zstd or none)", arg);
-                        return CLI_USAGE;
-                }
-                o->compression = (enum layer_compression) c;
-                return 0;
+                return cli_parse_compression(arg, &o->compression, err);
         case 'P':
                 o->platform = arg;
                 return 0;

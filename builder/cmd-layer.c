@@ -40,8 +40,6 @@ static const struct option layer_options[] = {
 static int layer_option(void *state, int opt, const char *arg, struct kiln_error **err)
 {
         struct layer_opts *o = state;
-        int c;
-
         switch (opt) {
         case 'R':
                 o->root = arg;
@@ -56,14 +54,7 @@ static int layer_option(void *state, int opt, const char *arg, struct kiln_error
                 o->userxattr = true;
                 return 0;
         case 'c':
-                c = layer_compression_from_name(arg);
-                if (c < 0) {
-                        kiln_error_new(err, KILN_ERR_INVALID,
-                                       "unknown --compression '%s' (use gzip, zstd or none)", arg);
-                        return CLI_USAGE;
-                }
-                o->compression = (enum layer_compression) c;
-                return 0;
+                return cli_parse_compression(arg, &o->compression, err);
         default:
                 kiln_error_new(err, KILN_ERR_INVALID, "unknown option");
                 return CLI_USAGE;

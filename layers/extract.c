@@ -54,7 +54,7 @@
 #include "builder/common/fd-util.h"
 #include "builder/common/strbuf.h"
 #include "builder/common/xalloc.h"
-#include "layers/layers.h"
+#include "layers/layers-internal.h"
 
 #define CHUNK_SIZE          (64 * 1024)
 #define DEFAULT_MAX_BYTES   (UINT64_C(64) << 30)
@@ -505,6 +505,13 @@ static int remove_entry(struct extract *x, int dirfd, const char *name, const ch
         if (fd < 0 || fstat(fd, &self) < 0)
                 return kiln_error_errno(err, KILN_ERR_IO, "remove '%s'", shown(path));
         return remove_subdir(x, &fd, &self, name, false, 0, path, err);
+}
+
+int layer_remove_tree(int dirfd, const char *name, struct kiln_error **err)
+{
+        struct extract x = { .rootfd = -1, .uid = geteuid(), .gid = getegid() };
+
+        return remove_entry(&x, dirfd, name, name, err);
 }
 
 /* ------------------------------------------------------------------------------------ */

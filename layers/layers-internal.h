@@ -13,3 +13,9 @@ int compressor_write(struct compressor *c, const void *data, size_t len, struct 
 /** Flushes the end of the stream to the sink. */
 int compressor_finish(struct compressor *c, struct kiln_error **err);
 struct compressor *compressor_free(struct compressor *c);
+
+/**
+ * Removes `name` in `dirfd` and everything below it, never following a symlink, with a bounded
+ * number of open descriptors however deep the tree (layers/extract.c).
+ */
+int layer_remove_tree(int dirfd, const char *name, struct kiln_error **err);

@@ -23,7 +23,7 @@
 #include "builder/common/json-util.h"
 #include "builder/common/strbuf.h"
 #include "builder/common/xalloc.h"
-#include "layers/layers.h"
+#include "layers/layers-internal.h"
 
 #define OCI_LAYOUT       "{\"imageLayoutVersion\":\"1.0.0\"}"
 #define INDEX_MEDIA_TYPE "application/vnd.oci.image.index.v1+json"
@@ -756,32 +756,6 @@ static bool temp_is_stale(int dirfd, const char *name)
         return time(NULL) - st.st_mtime > STALE_SECONDS;
 }
 
-/* Removes a directory tree dirfd-relative, never following symlinks. */
-static int remove_tree(int parent, const char *name, unsigned depth)
-{
-        struct dirent *de;
-        DIR *d;
-        int fd;
-
-        if (unlinkat(parent, name, 0) == 0 || errno == ENOENT)
-                return 0;
-        if (depth > 4096 || (errno != EISDIR && errno != EPERM))
-                return -1;
-        fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0)
-                return -1;
-        d = fdopendir(fd);
-        if (!d) {
-                close(fd);
-                return -1;
-        }
-        while ((de = readdir(d)))
-                if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
-                        remove_tree(fd, de->d_name, depth + 1);
-        closedir(d);
-        return unlinkat(parent, name, AT_REMOVEDIR);
-}
-
 struct sweep {
         const struct digest_set *keep;
         const struct digest_set *keep_diff_ids;
@@ -841,7 +815,7 @@ static int sweep_temp(struct layer_store *s, int dirfd, const char *name, void *
                        name);
                 return 0;
         }
-        if (remove_tree(dirfd, name, 0) == 0)
+        if (layer_remove_tree(dirfd, name, NULL) == 0)
                 sw->stats->temp_removed++;
         return 0;
 }
@@ -854,13 +828,14 @@ static int sweep_unpacked(struct layer_store *s, int dirfd, const char *name, vo
 
         if (name[0] == '.') {
                 /* an unpack in progress, or one a crash interrupted */
-                if (!sw->report && temp_is_stale(dirfd, name) && remove_tree(dirfd, name, 0) == 0)
+                if (!sw->report && temp_is_stale(dirfd, name) &&
+                    layer_remove_tree(dirfd, name, NULL) == 0)
                         sw->stats->temp_removed++;
                 return 0;
         }
         if (set_has(sw->keep_diff_ids, diff_id) || sw->report)
                 return 0;
-        remove_tree(dirfd, name, 0);
+        layer_remove_tree(dirfd, name, NULL);
         return 0;
 }
 
@@ -1005,17 +980,17 @@ int layer_store_unpack(struct layer_store *s, const char *digest, const char *di
         if ((tmp = open_dir_at(unpacked, tmpname, true, 0755, err)) < 0)
                 return -1;
         if (layer_extract(tmp, blob, digest, opts, NULL, err) < 0) {
-                remove_tree(unpacked, tmpname, 0);
+                layer_remove_tree(unpacked, tmpname, NULL);
                 return -1;
         }
         if (syncfs(tmp) < 0) {
-                remove_tree(unpacked, tmpname, 0);
+                layer_remove_tree(unpacked, tmpname, NULL);
                 return kiln_error_errno(err, KILN_ERR_IO, "sync an unpacked layer");
         }
         if (renameat(unpacked, tmpname, unpacked, diff_id + 7) < 0) {
                 /* Another process finished first: use its copy. */
                 int saved = errno;
-                remove_tree(unpacked, tmpname, 0);
+                layer_remove_tree(unpacked, tmpname, NULL);
                 if (saved != EEXIST && saved != ENOTEMPTY) {
                         errno = saved;
                         return kiln_error_errno(err, KILN_ERR_IO, "store unpacked layer %s",
@@ -1048,5 +1023,5 @@ int layer_store_scratch(struct layer_store *s, char **ret_name, struct kiln_erro
 void layer_store_scratch_remove(struct layer_store *s, const char *name)
 {
         if (name && strchr(name, '/') == NULL)
-                remove_tree(s->tmpfd, name, 0);
+                layer_remove_tree(s->tmpfd, name, NULL);
 }

@@ -21,6 +21,11 @@ struct cli_ctx {
         struct kiln_buf out; /* printed to stdout after the verb returns */
         char **warnings;     /* printed to stderr, each on its own line */
         size_t n_warnings, alloc_warnings;
+        /** Prints a progress line to stderr at once (main.c's printer); for long verbs. */
+        void (*progress)(const char *msg);
+        /** Asks the terminal for a secret without echo (main.c's); NULL when there is no
+         * terminal. The caller wipes and frees the answer. */
+        char *(*ask_secret)(const char *prompt);
 };
 
 /** Records a warning for main.c to print. */
@@ -116,6 +121,57 @@ int cli_parse_compression(const char *arg, enum layer_compression *ret, struct k
 /** Formats a byte count for people ("12.3MB", "512B"). */
 void cli_human_size(uint64_t bytes, char buf[32]);
 
+/*
+ * The registry options of pull, push, inspect and login: --insecure-registry HOST (repeatable),
+ * --registries-conf FILE, --cert-dir DIR, --jobs N, -q/--quiet.
+ */
+struct cli_registry {
+        const char **insecure;
+        size_t n_insecure;
+        const char *registries_conf;
+        const char *certs_dir;
+        unsigned jobs;
+        bool quiet;
+};
+
+#define CLI_REGISTRY_OPTIONS                                                               \
+        { .name = "insecure-registry", .has_arg = required_argument, .val = 0x100 },       \
+                { .name = "registries-conf", .has_arg = required_argument, .val = 0x101 }, \
+                { .name = "cert-dir", .has_arg = required_argument, .val = 0x102 },        \
+                { .name = "jobs", .has_arg = required_argument, .val = 'j' },              \
+        {                                                                                  \
+                .name = "quiet", .has_arg = no_argument, .val = 'q'                        \
+        }
+
+#define CLI_REGISTRY_HELP                                                                          \
+        "  --insecure-registry HOST  reach HOST over plain http or unverified TLS (repeatable)\n" \
+        "  --registries-conf FILE    mirrors and insecure hosts (default: $KILN_REGISTRIES_CONF,\n" \
+        "                            ~/.config/kiln/registries.conf, /etc/kiln/registries.conf)\n" \
+        "  --cert-dir DIR            certs.d-style CA and client certificates (HOST/*.crt,\n"      \
+        "                            *.cert, *.key; default: /etc/docker/certs.d and\n"           \
+        "                            /etc/containers/certs.d)\n"                                   \
+        "  -j, --jobs N              blobs transferred at once (default: 4)\n"                     \
+        "  -q, --quiet               no progress on stderr\n"
+
+/** Takes one of CLI_REGISTRY_OPTIONS: 1 when it was one, 0 when not, CLI_USAGE when bad. */
+int cli_registry_option(struct cli_registry *o, int opt, const char *arg, struct kiln_error **err);
+
+struct reg_client;
+
+/** A registry client with these options, reporting progress through `ctx` unless quiet. */
+int cli_registry_client(const struct cli_registry *o, struct cli_ctx *ctx, struct reg_client **ret,
+                        struct kiln_error **err);
+
+void cli_registry_release(struct cli_registry *o);
+
+/** A registry host as login and logout take it ("https://index.docker.io/v1/" and no argument
+ * are "docker.io"); CLI_USAGE when it is not one. */
+int cli_registry_host(const char *arg, char **ret, struct kiln_error **err);
+
+/** The store's name for an image given as on the command line: the name itself when the store
+ * has it, else its normalised reference ("busybox" -> "docker.io/library/busybox:latest"). */
+char *cli_local_image_name(struct layer_store *store, const char *name);
+
 extern const struct cli_verb cli_verb_version;
 extern const struct cli_verb cli_verb_parse;
 extern const struct cli_verb cli_verb_graph;
@@ -126,6 +182,11 @@ extern const struct cli_verb cli_verb_prune;
 extern const struct cli_verb cli_verb_store;
 extern const struct cli_verb cli_verb_import;
 extern const struct cli_verb cli_verb_layer;
+extern const struct cli_verb cli_verb_pull;
+extern const struct cli_verb cli_verb_push;
+extern const struct cli_verb cli_verb_inspect;
+extern const struct cli_verb cli_verb_login;
+extern const struct cli_verb cli_verb_logout;
 
 /** Reads a Dockerfile from a path or "-" (stdin); at most 16 MiB. */
 int cli_read_dockerfile(const char *path, char **ret_text, size_t *ret_len,

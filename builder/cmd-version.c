@@ -1,15 +1,12 @@
 /* kiln version: kiln's own version and the versions of the libraries it runs on. */
-#include <curl/curl.h>
-
 #include "builder/cli.h"
 #include "builder/common/json-util.h"
 #include "kiln-config.h"
+#include "registry/registry.h"
 
 static int run_version(void *state, char **args, unsigned n_args, struct cli_ctx *ctx,
                        struct kiln_error **err)
 {
-        const curl_version_info_data *curl = curl_version_info(CURLVERSION_NOW);
-
         return kiln_buf_addf(&ctx->out, err,
                              "kiln %s\n"
                              "%s\n"
@@ -18,7 +15,7 @@ static int run_version(void *state, char **args, unsigned n_args, struct cli_ctx
                              "zstd %s\n"
                              "libcurl %s\n",
                              KILN_VERSION, layer_archive_version(), layer_crypto_version(),
-                             kiln_json_library_version(), layer_zstd_version(), curl->version);
+                             kiln_json_library_version(), layer_zstd_version(), reg_curl_version());
 }
 
 const struct cli_verb cli_verb_version = {

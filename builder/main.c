@@ -3,11 +3,14 @@
  * the argument count, runs it, and prints what the verb returned (output, warnings, the error
  * with its source line and a caret). Exit codes: 0 ok, 1 failed, 2 usage error.
  */
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
+#include <unistd.h>
 
 #include "builder/cli.h"
 #include "builder/common/utf8.h"
@@ -15,8 +18,9 @@
 #include "kiln-config.h"
 
 static const struct cli_verb *const verbs[] = {
-        &cli_verb_parse, &cli_verb_graph, &cli_verb_context, &cli_verb_import, &cli_verb_images,
-        &cli_verb_rmi,   &cli_verb_prune, &cli_verb_store,   &cli_verb_layer,  &cli_verb_version,
+        &cli_verb_parse,  &cli_verb_graph,  &cli_verb_context, &cli_verb_import, &cli_verb_images,
+        &cli_verb_rmi,    &cli_verb_prune,  &cli_verb_store,   &cli_verb_layer,  &cli_verb_pull,
+        &cli_verb_push,   &cli_verb_inspect, &cli_verb_login,  &cli_verb_logout, &cli_verb_version,
 };
 
 static const struct cli_verb *find_verb(const char *name)
@@ -107,6 +111,49 @@ static int usage_error(const struct cli_verb *v, const char *fmt, ...)
         return 2;
 }
 
+static void print_progress(const char *msg)
+{
+        fprintf(stderr, "%s\n", msg);
+}
+
+/* Reads a line from the terminal with echo off; NULL without a terminal. */
+static char *ask_secret(const char *prompt)
+{
+        _cleanup_close_ int fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+        struct termios old, quiet;
+        char buf[1024];
+        size_t len = 0;
+        bool restore;
+
+        if (fd < 0)
+                return NULL;
+        if (write(fd, prompt, strlen(prompt)) < 0)
+                return NULL;
+        restore = tcgetattr(fd, &old) == 0;
+        if (restore) {
+                quiet = old;
+                quiet.c_lflag &= ~(tcflag_t) ECHO;
+                tcsetattr(fd, TCSAFLUSH, &quiet);
+        }
+        while (len + 1 < sizeof(buf)) {
+                char ch;
+                if (read(fd, &ch, 1) != 1 || ch == '\n')
+                        break;
+                buf[len++] = ch;
+        }
+        buf[len] = '\0';
+        if (restore)
+                tcsetattr(fd, TCSAFLUSH, &old);
+        if (write(fd, "\n", 1) < 0) {
+                /* the answer counts even if the newline could not be shown */
+        }
+        {
+                char *out = xstrdup(buf);
+                explicit_bzero(buf, sizeof(buf));
+                return out;
+        }
+}
+
 struct verb_state {
         const struct cli_verb *verb;
         void *state;
@@ -127,7 +174,7 @@ static int run_verb(const struct cli_verb *v, int argc, char **argv)
         };
         void *state = vs.state;
         struct option *longopts;
-        struct cli_ctx ctx = { .out = KILN_BUF_INIT };
+        struct cli_ctx ctx = { .out = KILN_BUF_INIT, .progress = print_progress, .ask_secret = ask_secret };
         size_t n_opts = 0, i;
         unsigned n_args;
         _cleanup_free_ char *shortopts = NULL;

@@ -1,6 +1,7 @@
 /* SHA-256 over OpenSSL's EVP interface: the one file of kiln that includes OpenSSL. */
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,4 +75,48 @@ bool layer_digest_valid(const char *digest)
 const char *layer_crypto_version(void)
 {
         return OpenSSL_version(OPENSSL_VERSION);
+}
+
+char *layer_base64_encode(const void *data, size_t len)
+{
+        char *out;
+
+        if (len > (size_t) INT_MAX / 2)
+                abort();
+        out = xmalloc(4 * ((len + 2) / 3) + 1);
+        EVP_EncodeBlock((unsigned char *) out, data, (int) len);
+        return out;
+}
+
+int layer_base64_decode(const char *text, void **ret, size_t *ret_len, struct kiln_error **err)
+{
+        size_t len = strlen(text), pad = 0, i;
+        unsigned char *out;
+        int n;
+
+        if (len % 4 != 0 || len > (size_t) INT_MAX / 2)
+                return kiln_error_new(err, KILN_ERR_INVALID, "malformed base64");
+        for (i = 0; i < len; i++) {
+                char ch = text[i];
+                bool ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+                          ch == '+' || ch == '/' || (ch == '=' && i >= len - 2);
+                if (!ok)
+                        return kiln_error_new(err, KILN_ERR_INVALID, "malformed base64");
+        }
+        if (len && text[len - 1] == '=')
+                pad++;
+        if (len > 1 && text[len - 2] == '=')
+                pad++;
+        out = xmalloc(len / 4 * 3 + 1);
+        n = EVP_DecodeBlock(out, (const unsigned char *) text, (int) len);
+        if (n < 0) {
+                free(out);
+                return kiln_error_new(err, KILN_ERR_INVALID, "malformed base64");
+        }
+        /* EVP_DecodeBlock counts the padding as data bytes. */
+        n -= (int) pad;
+        out[n] = '\0';
+        *ret = out;
+        *ret_len = (size_t) n;
+        return 0;
 }

@@ -35,6 +35,11 @@ struct layer_sha256 *layer_sha256_free(struct layer_sha256 *h);
 /** Whether `digest` is "sha256:" followed by exactly 64 lower-case hex digits. */
 bool layer_digest_valid(const char *digest);
 
+/** Base64 (RFC 4648, with padding), through OpenSSL. encode returns a malloc'd string;
+ * decode returns 0 with a malloc'd, NUL-terminated buffer, or INVALID for malformed input. */
+char *layer_base64_encode(const void *data, size_t len);
+int layer_base64_decode(const char *text, void **ret, size_t *ret_len, struct kiln_error **err);
+
 /** The versions of the libraries layers/ is built on, for `kiln version`: OpenSSL
  * (digest.c), libarchive (tar-writer.c) and libzstd (compress.c). */
 const char *layer_crypto_version(void);
@@ -348,6 +353,14 @@ void layer_fsck_report_release(struct layer_fsck_report *r);
 int layer_store_unpack(struct layer_store *store, const char *digest, const char *diff_id,
                        const struct layer_extract_opts *opts, char **ret_path,
                        struct kiln_error **err);
+
+/** Remembers that a registry repository ("host/path") holds a blob (pulled from or pushed to it),
+ * so a later push to another repository of that registry can mount it instead of uploading.
+ * Best effort: failures are ignored. */
+void layer_store_note_source(struct layer_store *store, const char *digest, const char *repo);
+
+/** The repositories known to hold a blob, as a NULL-terminated malloc'd vector (maybe empty). */
+char **layer_store_sources(struct layer_store *store, const char *digest);
 
 /**
  * Makes a scratch directory inside the store (on its filesystem, so renames work), returning a

@@ -797,8 +797,13 @@ static int sweep_blob(struct layer_store *s, int dirfd, const char *name, void *
                 return 0;
         }
         if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && unlinkat(dirfd, name, 0) == 0) {
+                int sources = openat(s->privfd, "sources", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                 sw->stats->blobs_removed++;
                 sw->stats->bytes_removed += (uint64_t) st.st_size;
+                if (sources >= 0) {
+                        unlinkat(sources, name, 0);
+                        close(sources);
+                }
         }
         return 0;
 }
@@ -1024,4 +1029,54 @@ void layer_store_scratch_remove(struct layer_store *s, const char *name)
 {
         if (name && strchr(name, '/') == NULL)
                 layer_remove_tree(s->tmpfd, name, NULL);
+}
+
+#define MAX_SOURCES 16
+
+void layer_store_note_source(struct layer_store *s, const char *digest, const char *repo)
+{
+        char **known;
+        _cleanup_close_ int dir = -1, fd = -1;
+        _cleanup_free_ char *line = NULL;
+        size_t n;
+
+        if (!layer_digest_valid(digest) || strchr(repo, '\n'))
+                return;
+        known = layer_store_sources(s, digest);
+        for (n = 0; known[n]; n++)
+                if (strcmp(known[n], repo) == 0)
+                        break;
+        if (known[n] || n >= MAX_SOURCES) {
+                strv_free(known);
+                return;
+        }
+        strv_free(known);
+        dir = open_dir_at(s->privfd, "sources", true, 0700, NULL);
+        if (dir < 0)
+                return;
+        /* One short O_APPEND write per line: concurrent writers interleave whole lines. */
+        fd = openat(dir, digest + 7, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return;
+        line = xasprintf("%s\n", repo);
+        if (write(fd, line, strlen(line)) < 0)
+                return;
+}
+
+char **layer_store_sources(struct layer_store *s, const char *digest)
+{
+        _cleanup_close_ int dir = -1;
+        _cleanup_free_ char *text = NULL;
+        char **v = xcalloc(MAX_SOURCES + 2, sizeof(char *));
+        char *line, *save = NULL;
+        size_t len, n = 0;
+
+        if (!layer_digest_valid(digest))
+                return v;
+        dir = openat(s->privfd, "sources", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (dir < 0 || kiln_read_file_at(dir, digest + 7, 64 << 10, &text, &len, NULL) < 0)
+                return v;
+        for (line = strtok_r(text, "\n", &save); line && n <= MAX_SOURCES; line = strtok_r(NULL, "\n", &save))
+                v[n++] = xstrdup(line);
+        return v;
 }

@@ -106,14 +106,7 @@ void df_vars_release(struct df_vars *vars)
 
 char **df_strv_free(char **v)
 {
-        size_t i;
-
-        if (!v)
-                return NULL;
-        for (i = 0; v[i]; i++)
-                free(v[i]);
-        free(v);
-        return NULL;
+        return strv_free(v);
 }
 
 /* ---- the lexer ---- */

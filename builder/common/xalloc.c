@@ -99,3 +99,15 @@ char *xasprintf(const char *fmt, ...)
         va_end(ap);
         return s;
 }
+
+char **strv_free(char **v)
+{
+        size_t i;
+
+        if (!v)
+                return NULL;
+        for (i = 0; v[i]; i++)
+                free(v[i]);
+        free(v);
+        return NULL;
+}

@@ -19,3 +19,7 @@ char *xvasprintf(const char *fmt, va_list ap) _printf_(1, 0);
 
 /* Grows array `arr` (with counters `nr` in use and `alloc` allocated) to hold `want` items. */
 #define XGROW(arr, want, alloc) ((arr) = xgrow((arr), sizeof(*(arr)), (want), &(alloc)))
+
+/* Frees a NULL-terminated vector of strings and the strings; accepts NULL, returns NULL. */
+char **strv_free(char **v);
+DEFINE_TRIVIAL_CLEANUP_FUNC(char **, strv_free)

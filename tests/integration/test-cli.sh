@@ -9,30 +9,9 @@ CONF=${KILN_CONFORMANCE_DIR:-}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; }
-check() { # check DESCRIPTION COMMAND...
-        local d=$1
-        shift
-        if "$@"; then ok "$d"; else not_ok "$d"; fi
-}
+# shellcheck source=lib/tap.sh
+. "$(dirname "$0")/lib/tap.sh"
 diag() { sed 's/^/# /' "$@"; }
-
-# run EXPECTED_RC COMMAND... : runs, keeps stdout/stderr in $WORK/out and $WORK/err
-run() {
-        local want=$1
-        shift
-        "$@" >"$WORK/out" 2>"$WORK/err"
-        rc=$?
-        if [ "$rc" != "$want" ]; then
-                echo "# '$*' exited $rc, wanted $want"
-                diag "$WORK/err"
-                return 1
-        fi
-        return 0
-}
 
 # --- verbs and usage ---
 check "kiln --help lists the verbs" run 0 "$KILN" --help
@@ -201,5 +180,4 @@ for df in "$SRC"/examples/*/Dockerfile; do
         check "example $(basename "$(dirname "$df")") graphs" run 0 "$KILN" graph "$(dirname "$df")"
 done
 
-echo "1..$n"
-[ "$failed" = 0 ]
+finish

@@ -9,26 +9,9 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export KILN_ROOT="$WORK/store"
 
-n=0
-failed=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; }
-check() {
-        local d=$1
-        shift
-        if "$@"; then ok "$d"; else not_ok "$d"; fi
-}
-run() {
-        local want=$1
-        shift
-        "$@" >"$WORK/out" 2>"$WORK/err"
-        rc=$?
-        if [ "$rc" != "$want" ]; then
-                echo "# '$*' exited $rc, wanted $want"
-                sed 's/^/# /' "$WORK/err"
-                return 1
-        fi
-}
+# shellcheck source=lib/tap.sh
+. "$(dirname "$0")/lib/tap.sh"
+
 # listing DIR: every path with type, mode, owner, size, link target and content hash, sorted;
 # two trees are the same when their listings are.
 listing() {
@@ -39,16 +22,6 @@ same_tree() {
         diff -u <(listing "$1") <(listing "$2") | head -n 20 | sed 's/^/# /'
         [ "${PIPESTATUS[0]}" = 0 ]
 }
-need() { # need TOOL: the peers are test dependencies; CI installs them
-        if command -v "$1" >/dev/null; then return 0; fi
-        if [ "${KILN_MUST_WORK:-}" = 1 ]; then
-                not_ok "$1 is not installed (KILN_MUST_WORK=1)"
-        else
-                echo "ok $((n += 1)) # SKIP $1 is not installed"
-        fi
-        return 1
-}
-
 # A root filesystem with every kind of entry a user image has.
 R="$WORK/rootfs"
 mkdir -p "$R/bin" "$R/etc/conf.d" "$R/var/empty" "$R/tmp"
@@ -77,12 +50,12 @@ check "kiln store path" run 0 "$KILN" store path
 check "is KILN_ROOT" grep -qx "$KILN_ROOT" "$WORK/out"
 check "kiln store fsck is clean" run 0 "$KILN" store fsck
 
-if need skopeo; then
+if need skopeo command -v skopeo; then
         check "skopeo inspect reads kiln's store" run 0 skopeo inspect "oci:$KILN_ROOT:demo:1"
         check "and finds the manifest" grep -q "\"Digest\": \"$digest\"" "$WORK/out"
         check "skopeo copy to another layout" run 0 skopeo copy "oci:$KILN_ROOT:example.com/demo:latest" "oci:$WORK/copy:x"
 fi
-if need umoci; then
+if need umoci command -v umoci; then
         rootless=
         [ "$(id -u)" = 0 ] || rootless=--rootless
         check "umoci unpack reads kiln's store" run 0 umoci unpack $rootless --image "$KILN_ROOT:demo:1" "$WORK/bundle"
@@ -166,5 +139,4 @@ check "import without -t is a usage error (2)" run 2 "$KILN" import "$R"
 check "an unknown compression is a usage error (2)" run 2 "$KILN" import -t x --compression lz4 "$R"
 check "extracting a blob the store lacks fails (1)" run 1 "$KILN" layer extract sha256:0000000000000000000000000000000000000000000000000000000000000000 "$WORK/x"
 
-echo "1..$n"
-[ "$failed" = 0 ]
+finish

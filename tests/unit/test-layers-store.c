@@ -74,7 +74,7 @@ static void blobs_and_names(void)
         struct layer_blob_writer *w;
         struct kiln_error *err = NULL;
         struct layer_ref *refs, ref;
-        char *data;
+        char *data = NULL;
         size_t len, n;
         uint64_t size;
 

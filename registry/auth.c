@@ -26,7 +26,7 @@ static int64_t now_seconds(void)
         return (int64_t) ts.tv_sec;
 }
 
-static void sleep_ms(uint64_t ms)
+void reg_sleep_ms(uint64_t ms)
 {
         struct timespec ts = { .tv_sec = (time_t) (ms / 1000), .tv_nsec = (long) (ms % 1000) * 1000000 };
 
@@ -437,7 +437,7 @@ int reg_request(struct reg_client *c, const struct reg_scope *sc, struct http_re
                              r < 0 ? e->msg : (resp->status == 429 ? "too many requests" : "server error"));
                 kiln_error_free(e);
                 http_resp_release(resp);
-                sleep_ms(delay);
+                reg_sleep_ms(delay);
         }
 }
 

@@ -8,7 +8,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "builder/common/cleanup.h"
@@ -180,13 +179,6 @@ static char **mount_candidates(struct push *p, const struct reg_blob *b)
         return out;
 }
 
-static void sleep_ms(uint64_t ms)
-{
-        struct timespec ts = { .tv_sec = (time_t) (ms / 1000), .tv_nsec = (long) (ms % 1000) * 1000000 };
-
-        nanosleep(&ts, NULL);
-}
-
 static int push_one(void *ctx, size_t i, struct kiln_error **err)
 {
         struct push *p = ctx;
@@ -242,7 +234,7 @@ static int push_one(void *ctx, size_t i, struct kiln_error **err)
                 if (!*err || (*err)->kind != KILN_ERR_NET || attempt >= p->c->opts.retries)
                         return -1;
                 reg_progress(p->c, "upload of %.19s failed (%s); starting it again", b->digest, (*err)->msg);
-                sleep_ms((uint64_t) p->c->opts.backoff_ms << (attempt - 1 > 5 ? 5 : attempt - 1));
+                reg_sleep_ms((uint64_t) p->c->opts.backoff_ms << (attempt - 1 > 5 ? 5 : attempt - 1));
         }
         count(p, &p->ret->blobs_sent, b->size);
         return 0;

@@ -202,6 +202,9 @@ int reg_login_answer(struct reg_client *c, const struct reg_endpoint *ep, const 
                      const char *header, const char *username, const char *password,
                      struct kiln_error **err);
 
+/** Sleeps (through signals) for a backoff. */
+void reg_sleep_ms(uint64_t ms);
+
 /** Turns a final non-success response into an error naming what and where. */
 int reg_status_error(const struct http_resp *r, const struct reg_scope *sc, const char *what,
                      struct kiln_error **err);

@@ -72,6 +72,10 @@ idx = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json
 idg, isz = blob(json.dumps(idx).encode())
 index["manifests"].append({"mediaType": idx["mediaType"], "digest": idg, "size": isz,
                            "annotations": {"org.opencontainers.image.ref.name": "multi"}})
+many = dict(amd, layers=amd["layers"] * 1025)  # past kiln's limit of 1024 layers
+mdg, msz = blob(json.dumps(many).encode())
+index["manifests"].append({"mediaType": top["mediaType"], "digest": mdg, "size": msz,
+                           "annotations": {"org.opencontainers.image.ref.name": "many"}})
 json.dump(index, open(os.path.join(d, "index.json"), "w"))
 open(os.path.join(d, "arm64.digest"), "w").write(adg)
 EOF
@@ -92,6 +96,7 @@ if ! run 0 registry_start plain; then
 fi
 base_image_push "$WORK/oci:v1" "$REG_ADDR/base:v1" >/dev/null 2>&1
 sk copy --all --dest-tls-verify=false "oci:$WORK/oci:multi" "docker://$REG_ADDR/multi:1" >/dev/null 2>&1
+sk copy --dest-tls-verify=false "oci:$WORK/oci:many" "docker://$REG_ADDR/many:1" >/dev/null 2>&1
 check "skopeo pushed the base image" [ "$(digest_of "docker://$REG_ADDR/base:v1" --tls-verify=false)" = "$base" ]
 
 check "kiln pull of an image skopeo pushed (loopback is plain http)" run 0 "$KILN" pull "$REG_ADDR/base:v1"
@@ -178,6 +183,8 @@ check "an invalid reference is a usage error (2)" run 2 "$KILN" pull "$REG_ADDR/
 check "  naming the problem" has "repository name must be lowercase" "$WORK/err"
 check "a registry that is not there fails (1)" run 1 "$KILN" pull -q 127.0.0.1:9/base:v1
 check "  on one line" one_line_error
+check "a manifest with 1025 layers is refused (1)" run 1 "$KILN" pull "$REG_ADDR/many:1"
+check "  naming kiln's limit" has "1025 layers is more than kiln's limit of 1024" "$WORK/err"
 check "pushing an image the store lacks fails (1)" run 1 "$KILN" push nosuch "$REG_ADDR/x:1"
 check "  (no image named 'nosuch')" has "no image named 'nosuch'" "$WORK/err"
 check "push with a bad destination is a usage error (2)" run 2 "$KILN" push mine "$REG_ADDR/x:1:2"
@@ -205,8 +212,11 @@ pulled_ok() { # the pull printed the right digest and the store is whole
 check "a connection reset mid-blob: the pull resumes and succeeds" pull_through reset "reset:/blobs/"
 check "  same digest, store clean" pulled_ok
 check "  the blob was asked for again" [ "$(grep -c "^GET /v2/base/blobs/" "$PROXY_LOG")" = 3 ]
+check "  from where it broke off (Range: the registry answered 206)" \
+        grep -q "^GET /v2/base/blobs/sha256:[0-9a-f]* status=206" "$PROXY_LOG"
 check "a truncated body: the pull succeeds" pull_through trunc "truncate:/blobs/"
 check "  same digest, store clean" pulled_ok
+check "  resumed with Range (206)" grep -q "^GET /v2/base/blobs/sha256:[0-9a-f]* status=206" "$PROXY_LOG"
 check "a 500 on the manifest: retried, succeeds" pull_through p500 "500:/manifests/"
 check "  same digest, store clean" pulled_ok
 check "  the retry was reported" has "retrying GET base" "$WORK/err"

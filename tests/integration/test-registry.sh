@@ -225,6 +225,9 @@ check "  same digest, store clean" pulled_ok
 check "  honouring Retry-After: 1" has "in 1000 ms (too many requests)" "$WORK/err"
 check "a very slow blob: succeeds" pull_through slow "slow:/blobs/"
 check "  same digest, store clean" pulled_ok
+check "blobs redirected elsewhere (as to blob storage): followed" pull_through redir "redirect:/blobs/:*"
+check "  same digest, store clean" pulled_ok
+check "  (both blobs were redirected)" [ "$(grep -c "^GET /v2/base/blobs/.* status=307 fault=redirect" "$PROXY_LOG")" = 2 ]
 check "a dropped request: retried, succeeds" pull_through drop "drop-request:/blobs/"
 check "  same digest, store clean" pulled_ok
 if pull_through flip "flip:/blobs/:*"; then

@@ -25,6 +25,8 @@ explicit ':N'. KIND is one of:
     truncate      send the full Content-Length but only part of the body, then close (FIN)
     flip          flip one byte in the middle of the body (GET only), length kept
     slow          send the body in small pieces with delays, ~3 s in all
+    redirect      answer 307 with the registry's own URL for the path, as a registry sends a
+                  client to blob storage (GET only)
     chunk-min     forward, and add OCI-Chunk-Min-Length: 1048576 to the answer (how a
                   registry asks for chunked uploads; match POST@/blobs/uploads/)
     expired-token when the request carries an expired bearer token (a JWT whose exp is past),
@@ -63,7 +65,8 @@ BODY_FAULTS = {"reset", "truncate", "flip", "slow"}
 ANY_FAULTS = {"500", "429", "drop-request"}
 TOKEN_FAULTS = {"expired-token"}
 HEADER_FAULTS = {"chunk-min"}
-KINDS = BODY_FAULTS | ANY_FAULTS | TOKEN_FAULTS | HEADER_FAULTS
+REDIRECT_FAULTS = {"redirect"}
+KINDS = BODY_FAULTS | ANY_FAULTS | TOKEN_FAULTS | HEADER_FAULTS | REDIRECT_FAULTS
 CHUNK = 64 * 1024
 
 
@@ -123,7 +126,7 @@ class Handler(BaseHTTPRequestHandler):
             for r in self.server.rules:
                 if not r.matches(self.command, self.path):
                     continue
-                if r.kind in BODY_FAULTS and self.command != "GET":
+                if r.kind in BODY_FAULTS | REDIRECT_FAULTS and self.command != "GET":
                     continue
                 if r.kind in TOKEN_FAULTS and not expired:
                     continue
@@ -265,6 +268,16 @@ class Handler(BaseHTTPRequestHandler):
                 self._log(429, rule)
                 self._answer(429, "TOOMANYREQUESTS", "fault-proxy: injected 429",
                              [("Retry-After", "1")])
+            return
+
+        if picked is not None and picked.kind in REDIRECT_FAULTS:
+            self._discard_body()
+            self._log(307, picked)
+            self.send_response_only(307, "Temporary Redirect")
+            self.send_header("Location", "http://%s%s" % (srv.upstream, self.path))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            self.wfile.flush()
             return
 
         strip_auth = picked if picked is not None and picked.kind in TOKEN_FAULTS else None

@@ -9,7 +9,10 @@
 #include <stdint.h>
 
 #include "builder/common/error.h"
+#include "builder/common/json-util.h"
 #include "layers/layers.h"
+#include "parser/parser.h"
+#include "registry/registry.h"
 
 #define BLD_OCI_MANIFEST    "application/vnd.oci.image.manifest.v1+json"
 #define BLD_OCI_CONFIG      "application/vnd.oci.image.config.v1+json"
@@ -43,11 +46,15 @@ struct bld_image_ref {
 int bld_image_store(struct layer_store *store, const struct bld_image *img,
                     struct bld_image_ref *ret, struct kiln_error **err);
 
-/* An image's layers as the store has them: blob digests with their diff_ids, bottom first. */
+/* An image's layers as the store has them: blob digests with their diff_ids, bottom first,
+ * and its config. */
 struct bld_image_layers {
         char (*digests)[LAYER_DIGEST_SIZE];
         char (*diff_ids)[LAYER_DIGEST_SIZE];
+        char **media_types;
+        uint64_t *sizes;
         size_t n;
+        json_t *config; /* the image config, owned */
 };
 
 /**
@@ -64,3 +71,77 @@ void bld_platform_split(char *platform, const char **ret_os, const char **ret_ar
 
 /** SOURCE_DATE_EPOCH from the environment, or -1 when unset or invalid. */
 int64_t bld_source_date_epoch(void);
+
+/* ------------------------------------------------------------------------------------ */
+/* kiln build (builder/build.c and the files it uses)                                     */
+/* ------------------------------------------------------------------------------------ */
+
+enum bld_isolation {
+        BLD_ISOLATION_AUTO,   /* probe: root when running as root, else a user namespace */
+        BLD_ISOLATION_ROOT,   /* namespaces without a user namespace (needs root) */
+        BLD_ISOLATION_USERNS, /* namespaces in a user namespace (rootless) */
+        BLD_ISOLATION_NONE,   /* no namespaces: run in the current root, as kaniko */
+        _BLD_ISOLATION_MAX,
+};
+
+enum bld_network {
+        BLD_NETWORK_HOST,
+        BLD_NETWORK_NONE,
+        _BLD_NETWORK_MAX,
+};
+
+/* What the executor reports, for the CLI's progress printer (and, later, a live view). */
+enum bld_event_kind {
+        BLD_EVENT_INFO,        /* text: a message about the build as a whole */
+        BLD_EVENT_WARNING,     /* text: a warning */
+        BLD_EVENT_STEP_START,  /* text: the instruction, as written */
+        BLD_EVENT_STEP_OUTPUT, /* text: one line of a RUN's output, without its newline */
+        BLD_EVENT_STEP_DONE,   /* elapsed */
+        BLD_EVENT_STEP_ERROR,  /* text: what went wrong; elapsed */
+        _BLD_EVENT_MAX,
+};
+
+struct bld_event {
+        enum bld_event_kind kind;
+        unsigned step;         /* #N, numbered as steps start; 0 for INFO and WARNING */
+        const char *stage;     /* the stage's name ("build", "stage-0") */
+        unsigned index, count; /* the instruction's place in its stage: FROM is 1 of count */
+        const char *text;
+        size_t len;
+        double elapsed;        /* seconds since the step started */
+};
+
+struct bld_build_opts {
+        struct layer_store *store;
+        struct reg_client *registry;     /* to pull base images the store lacks */
+        const struct df_graph *graph;    /* the parsed Dockerfile, with --target and build args */
+        int context_fd;                  /* O_PATH directory of the build context */
+        const struct df_ignore *ignore;  /* its .dockerignore */
+        const char *platform;            /* the target platform, "os/arch[/variant]" */
+        enum bld_isolation isolation;
+        enum bld_network network;
+        enum layer_compression compression;
+        bool docker;                     /* Docker schema2 media types instead of OCI */
+        bool pull;                       /* pull base images even when the store has them */
+        unsigned jobs;                   /* stages built at once; 0: the number of CPUs */
+        int64_t source_date_epoch;       /* -1: none */
+        /** Called for every event, one at a time (never concurrently). */
+        void (*event)(void *ctx, const struct bld_event *ev);
+        void *event_ctx;
+};
+
+struct bld_build_result {
+        char manifest_digest[LAYER_DIGEST_SIZE];
+        char config_digest[LAYER_DIGEST_SIZE];
+        uint64_t manifest_size;
+        const char *manifest_media_type;
+        char *isolation_why;             /* which isolation was used and why; caller frees */
+};
+
+/**
+ * Builds the graph's target: the stages it needs in dependency order, independent ones at the
+ * same time; RUN in the sandbox, COPY and ADD through root directory fds; each step's changes
+ * a layer in the store. Stores the image's config and manifest (the caller names it with
+ * layer_store_tag()). Errors carry the instruction's position ("Dockerfile:7:1: RUN: ...").
+ */
+int bld_build(const struct bld_build_opts *opts, struct bld_build_result *ret, struct kiln_error **err);

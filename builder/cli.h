@@ -118,6 +118,9 @@ int cli_open_store(const char *root, struct layer_store **ret, struct kiln_error
 /** Parses --compression gzip|zstd|none; CLI_USAGE with *err set when unknown. */
 int cli_parse_compression(const char *arg, enum layer_compression *ret, struct kiln_error **err);
 
+/** Writes a small file whole or not at all (a temporary file renamed over it). */
+int cli_write_file(const char *path, const char *text, struct kiln_error **err);
+
 /** Formats a byte count for people ("12.3MB", "512B"). */
 void cli_human_size(uint64_t bytes, char buf[32]);
 
@@ -134,23 +137,32 @@ struct cli_registry {
         bool quiet;
 };
 
-#define CLI_REGISTRY_OPTIONS                                                               \
+/* How to reach registries (also for kiln build's pulls and pushes). */
+#define CLI_REGISTRY_CONN_OPTIONS                                                          \
         { .name = "insecure-registry", .has_arg = required_argument, .val = 0x100 },       \
                 { .name = "registries-conf", .has_arg = required_argument, .val = 0x101 }, \
-                { .name = "cert-dir", .has_arg = required_argument, .val = 0x102 },        \
-                { .name = "jobs", .has_arg = required_argument, .val = 'j' },              \
         {                                                                                  \
-                .name = "quiet", .has_arg = no_argument, .val = 'q'                        \
+                .name = "cert-dir", .has_arg = required_argument, .val = 0x102             \
         }
 
-#define CLI_REGISTRY_HELP                                                                          \
+#define CLI_REGISTRY_OPTIONS                                                  \
+        CLI_REGISTRY_CONN_OPTIONS,                                            \
+                { .name = "jobs", .has_arg = required_argument, .val = 'j' }, \
+        {                                                                     \
+                .name = "quiet", .has_arg = no_argument, .val = 'q'           \
+        }
+
+#define CLI_REGISTRY_CONN_HELP                                                                     \
         "  --insecure-registry HOST  reach HOST over plain http or unverified TLS (repeatable)\n" \
         "  --registries-conf FILE    mirrors and insecure hosts (default: $KILN_REGISTRIES_CONF,\n" \
         "                            ~/.config/kiln/registries.conf, /etc/kiln/registries.conf)\n" \
         "  --cert-dir DIR            certs.d-style CA and client certificates (HOST/*.crt,\n"      \
         "                            *.cert, *.key; default: /etc/docker/certs.d and\n"           \
-        "                            /etc/containers/certs.d)\n"                                   \
-        "  -j, --jobs N              blobs transferred at once (default: 4)\n"                     \
+        "                            /etc/containers/certs.d)\n"
+
+#define CLI_REGISTRY_HELP                                                          \
+        CLI_REGISTRY_CONN_HELP                                                     \
+        "  -j, --jobs N              blobs transferred at once (default: 4)\n" \
         "  -q, --quiet               no progress on stderr\n"
 
 /** Takes one of CLI_REGISTRY_OPTIONS: 1 when it was one, 0 when not, CLI_USAGE when bad. */
@@ -187,6 +199,7 @@ extern const struct cli_verb cli_verb_push;
 extern const struct cli_verb cli_verb_inspect;
 extern const struct cli_verb cli_verb_login;
 extern const struct cli_verb cli_verb_logout;
+extern const struct cli_verb cli_verb_build;
 
 /** Reads a Dockerfile from a path or "-" (stdin); at most 16 MiB. */
 int cli_read_dockerfile(const char *path, char **ret_text, size_t *ret_len,

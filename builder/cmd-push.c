@@ -70,23 +70,6 @@ static int push_option(void *state, int opt, const char *arg, struct kiln_error 
         }
 }
 
-/* Writes the digest file whole or not at all (a temporary file renamed over it). */
-static int write_digestfile(const char *path, const char *digest, struct kiln_error **err)
-{
-        _cleanup_free_ char *tmp = xasprintf("%s.kiln-tmp", path);
-        _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-
-        if (fd < 0)
-                return kiln_error_errno(err, KILN_ERR_IO, "create '%s'", tmp);
-        if (kiln_write_all(fd, digest, strlen(digest), err) < 0 || rename(tmp, path) < 0) {
-                int saved = errno;
-                unlink(tmp);
-                errno = saved;
-                return kiln_error_errno(err, KILN_ERR_IO, "write '%s'", path);
-        }
-        return 0;
-}
-
 static int run_push(void *state, char **args, unsigned n_args, struct cli_ctx *ctx,
                     struct kiln_error **err)
 {
@@ -110,7 +93,7 @@ static int run_push(void *state, char **args, unsigned n_args, struct cli_ctx *c
         local = cli_local_image_name(store, args[0]);
         if (reg_push(client, store, local, dest, &po, &res, err) < 0)
                 return -1;
-        if (o->digestfile && write_digestfile(o->digestfile, res.manifest_digest, err) < 0)
+        if (o->digestfile && cli_write_file(o->digestfile, res.manifest_digest, err) < 0)
                 return -1;
         if (o->reg.quiet)
                 return kiln_buf_addf(&ctx->out, err, "%s\n", res.manifest_digest);

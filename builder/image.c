@@ -142,10 +142,17 @@ int bld_image_layers(struct layer_store *store, const char *name, struct bld_ima
                                       name, json_array_size(diff_ids), n);
         ret->digests = xcalloc(n + 1, sizeof(*ret->digests));
         ret->diff_ids = xcalloc(n + 1, sizeof(*ret->diff_ids));
+        ret->media_types = xcalloc(n + 1, sizeof(*ret->media_types));
+        ret->sizes = xcalloc(n + 1, sizeof(*ret->sizes));
         ret->n = n;
+        ret->config = TAKE_PTR(config);
         for (i = 0; i < n; i++) {
-                const char *d = kiln_json_get_string(json_array_get(layers, i), "digest");
+                json_t *l = json_array_get(layers, i);
+                const char *d = kiln_json_get_string(l, "digest");
                 const char *id = json_string_value(json_array_get(diff_ids, i));
+                const char *mt = kiln_json_get_string(l, "mediaType");
+                ret->media_types[i] = xstrdup(mt ? mt : "application/vnd.oci.image.layer.v1.tar+gzip");
+                ret->sizes[i] = (uint64_t) json_integer_value(json_object_get(l, "size"));
                 if (!layer_digest_valid(d) || !layer_digest_valid(id)) {
                         bld_image_layers_release(ret);
                         return kiln_error_new(err, KILN_ERR_PARSE,
@@ -160,6 +167,13 @@ int bld_image_layers(struct layer_store *store, const char *name, struct bld_ima
 
 void bld_image_layers_release(struct bld_image_layers *l)
 {
+        size_t i;
+
+        for (i = 0; l->media_types && i < l->n; i++)
+                free(l->media_types[i]);
+        free(l->media_types);
+        free(l->sizes);
+        json_decref(l->config);
         free(l->digests);
         free(l->diff_ids);
         memset(l, 0, sizeof(*l));

@@ -120,3 +120,20 @@ int layer_base64_decode(const char *text, void **ret, size_t *ret_len, struct ki
         *ret_len = (size_t) n;
         return 0;
 }
+
+void layer_chain_id(const char *parent, const char *diff_id, char out[LAYER_DIGEST_SIZE])
+{
+        struct layer_sha256 *h;
+
+        if (!parent[0]) {
+                memmove(out, diff_id, LAYER_DIGEST_SIZE);
+                return;
+        }
+        /* ChainID(L0|...|Ln) = sha256(ChainID(L0|...|Ln-1) + " " + DiffID(Ln)) */
+        h = layer_sha256_new();
+        layer_sha256_update(h, parent, strlen(parent));
+        layer_sha256_update(h, " ", 1);
+        layer_sha256_update(h, diff_id, strlen(diff_id));
+        layer_sha256_final(h, out);
+        layer_sha256_free(h);
+}

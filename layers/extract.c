@@ -327,26 +327,6 @@ static bool starts_with(const char *s, const char *prefix)
         return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-/* openat2 inside the root; -1 with errno on failure. `path` "" is the root. */
-static int open_in_root(int rootfd, const char *path, int flags, uint64_t resolve)
-{
-        struct open_how how = {
-                .flags = (uint64_t) (flags | O_CLOEXEC),
-                .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | resolve,
-        };
-        unsigned tries = 0;
-        long fd;
-
-        for (;;) {
-                fd = syscall(SYS_openat2, rootfd, path[0] ? path : ".", &how, sizeof(how));
-                if (fd >= 0)
-                        return (int) fd;
-                /* EAGAIN: a rename raced with "..": the kernel asks for a retry. */
-                if ((errno != EAGAIN && errno != EINTR) || ++tries > 64)
-                        return -1;
-        }
-}
-
 /* ------------------------------------------------------------------------------------ */
 /* Removal, never through symlinks                                                        */
 /* ------------------------------------------------------------------------------------ */
@@ -557,12 +537,12 @@ static int open_parent(struct extract *x, const char *parent, struct kiln_error 
         const char *p;
         int fd;
 
-        fd = open_in_root(x->rootfd, parent, O_PATH | O_DIRECTORY, 0);
+        fd = kiln_openat2_in_root(x->rootfd, parent, O_PATH | O_DIRECTORY, 0, 0);
         if (fd >= 0)
                 return fd;
         if (errno != ENOENT)
                 return kiln_error_errno(err, KILN_ERR_IO, "open '%s'", shown(parent));
-        cur = open_in_root(x->rootfd, "", O_PATH | O_DIRECTORY, 0);
+        cur = kiln_openat2_in_root(x->rootfd, "", O_PATH | O_DIRECTORY, 0, 0);
         if (cur < 0)
                 return kiln_error_errno(err, KILN_ERR_IO, "open '.'");
         for (p = parent; *p;) {
@@ -572,7 +552,7 @@ static int open_parent(struct extract *x, const char *parent, struct kiln_error 
                 int next = -1;
 
                 if (!made) {
-                        next = open_in_root(x->rootfd, prefix, O_PATH | O_DIRECTORY, 0);
+                        next = kiln_openat2_in_root(x->rootfd, prefix, O_PATH | O_DIRECTORY, 0, 0);
                         if (next < 0 && errno != ENOENT)
                                 return kiln_error_errno(err, KILN_ERR_IO, "open '%s'", prefix);
                 }
@@ -885,7 +865,7 @@ static int make_hardlink(struct extract *x, struct archive_entry *e, struct targ
         tname = split_path(&x->link, &x->link_parent);
         if (!tname[0])
                 return kiln_error_new(err, KILN_ERR_INVALID, "hardlink '%s' to the root", t->path);
-        tparent = open_in_root(x->rootfd, x->link_parent.buf, O_PATH | O_DIRECTORY, 0);
+        tparent = kiln_openat2_in_root(x->rootfd, x->link_parent.buf, O_PATH | O_DIRECTORY, 0, 0);
         if (tparent < 0 || fstatat(tparent, tname, &tst, AT_SYMLINK_NOFOLLOW) < 0) {
                 if (errno == ENOENT || errno == ENOTDIR)
                         return kiln_error_new(err, KILN_ERR_NOTFOUND,
@@ -956,7 +936,7 @@ static int whiteout(struct extract *x, const char *parent, const char *name, con
 
         x->stats.whiteouts++;
         /* An opaque marker lists the directory; a whiteout only needs it as a dirfd. */
-        dirfd = open_in_root(x->rootfd, parent, (opaque ? O_RDONLY : O_PATH) | O_DIRECTORY,
+        dirfd = kiln_openat2_in_root(x->rootfd, parent, (opaque ? O_RDONLY : O_PATH) | O_DIRECTORY, 0,
                              RESOLVE_NO_SYMLINKS);
         if (dirfd < 0) {
                 if (errno == ENOENT || errno == ENOTDIR)
@@ -1095,7 +1075,7 @@ static int apply_pending_dirs(struct extract *x, struct kiln_error **err)
                 struct stat st;
 
                 if (pd->path[0])
-                        fd = open_in_root(x->rootfd, pd->path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW,
+                        fd = kiln_openat2_in_root(x->rootfd, pd->path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0,
                                           0);
                 else
                         fd = openat(x->rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -1142,6 +1122,9 @@ static int extract_all(struct extract *x, int blob_fd, struct kiln_error **err)
                 abort();
         support_filter(x->a, archive_read_support_filter_gzip);
         support_filter(x->a, archive_read_support_filter_zstd);
+        /* Not layer formats, but what ADD unpacks besides (BuildKit's DecompressStream). */
+        support_filter(x->a, archive_read_support_filter_bzip2);
+        support_filter(x->a, archive_read_support_filter_xz);
         archive_read_support_filter_none(x->a);
         archive_read_support_format_tar(x->a);
         if (archive_read_open_fd(x->a, blob_fd, CHUNK_SIZE) != ARCHIVE_OK)
@@ -1187,7 +1170,7 @@ int layer_extract(int rootfd, int blob_fd, const char *what, const struct layer_
         size_t i;
         int r;
 
-        root = open_in_root(rootfd, "", O_PATH | O_DIRECTORY, 0);
+        root = kiln_openat2_in_root(rootfd, "", O_PATH | O_DIRECTORY, 0, 0);
         if (root < 0) {
                 if (errno == ENOSYS)
                         kiln_error_errno(err, KILN_ERR_UNSUPPORTED,

@@ -32,6 +32,10 @@ void layer_sha256_final(struct layer_sha256 *h, char out[LAYER_DIGEST_SIZE]);
 /** Frees a hasher; accepts NULL, returns NULL. */
 struct layer_sha256 *layer_sha256_free(struct layer_sha256 *h);
 
+/** The OCI chain id of a layer stack: `parent` is the chain id below ("" for the bottom layer,
+ * whose chain id is its diff_id), `diff_id` the layer's. `out` may be `parent`. */
+void layer_chain_id(const char *parent, const char *diff_id, char out[LAYER_DIGEST_SIZE]);
+
 /** Whether `digest` is "sha256:" followed by exactly 64 lower-case hex digits. */
 bool layer_digest_valid(const char *digest);
 
@@ -218,8 +222,8 @@ struct layer_extract_stats {
 };
 
 /**
- * Applies one layer (gzip, zstd or plain tar, detected) read from `blob_fd` on top of the tree
- * at `rootfd`. Every path resolves inside the root (openat2 RESOLVE_IN_ROOT): a leading "/" is
+ * Applies one layer (gzip, zstd, bzip2, xz or plain tar, detected) read from `blob_fd` on top
+ * of the tree at `rootfd`. Every path resolves inside the root (openat2 RESOLVE_IN_ROOT): a leading "/" is
  * dropped and ".." stops at the root (confined, as containerd does, not rejected); a parent
  * that is a symlink is followed only inside the root (one to a missing directory is INVALID).
  * Whiteouts and opaque markers remove only what lower layers put there and never follow a
@@ -353,6 +357,17 @@ void layer_fsck_report_release(struct layer_fsck_report *r);
 int layer_store_unpack(struct layer_store *store, const char *digest, const char *diff_id,
                        const struct layer_extract_opts *opts, char **ret_path,
                        struct kiln_error **err);
+
+/**
+ * The directory holding the root filesystem of layers applied in order (bottom first), for an
+ * overlay lower directory: made on first use under .kiln/rootfs/<chain id> by extracting every
+ * layer into a fresh directory that is renamed into place when complete; kept while an image
+ * in the store has that chain of layers (prune). Returns an O_PATH directory fd; *ret_path
+ * (may be NULL) gets its path. INVALID for no layers or a bad diff_id.
+ */
+int layer_store_rootfs(struct layer_store *store, const char (*digests)[LAYER_DIGEST_SIZE],
+                       const char (*diff_ids)[LAYER_DIGEST_SIZE], size_t n,
+                       const struct layer_extract_opts *opts, char **ret_path, struct kiln_error **err);
 
 /** Remembers that a registry repository ("host/path") holds a blob (pulled from or pushed to it),
  * so a later push to another repository of that registry can mount it instead of uploading.

@@ -680,10 +680,17 @@ static void mark(struct layer_store *s, json_t *desc, struct digest_set *blobs,
                                  (cj = kiln_json_loadb(cdata, clen, cd, NULL))) {
                                 json_t *ids =
                                         json_object_get(json_object_get(cj, "rootfs"), "diff_ids");
-                                for (i = 0; i < json_array_size(ids); i++)
-                                        if (json_is_string(json_array_get(ids, i)))
-                                                set_add(diff_ids,
-                                                        json_string_value(json_array_get(ids, i)));
+                                char chain[LAYER_DIGEST_SIZE] = "";
+                                /* The diff_ids keep unpacked layers; their chain ids keep the
+                                 * root filesystems made of them. */
+                                for (i = 0; i < json_array_size(ids); i++) {
+                                        const char *id = json_string_value(json_array_get(ids, i));
+                                        if (!id || !layer_digest_valid(id))
+                                                break;
+                                        set_add(diff_ids, id);
+                                        layer_chain_id(chain, id, chain);
+                                        set_add(diff_ids, chain);
+                                }
                         }
                 }
                 for (i = 0; i < json_array_size(layers); i++) {
@@ -849,7 +856,7 @@ int layer_store_prune(struct layer_store *s, struct layer_prune_stats *ret, stru
         struct digest_set keep = { 0 }, diff_ids = { 0 }, missing = { 0 };
         struct layer_prune_stats stats = { 0 };
         struct sweep sw = { .keep = &keep, .keep_diff_ids = &diff_ids, .stats = &stats };
-        _cleanup_close_ int lock = -1, unpacked = -1;
+        _cleanup_close_ int lock = -1, unpacked = -1, rootfs = -1;
         int r;
 
         /* Exclusive GC lock: no other kiln process has the store open for writing. */
@@ -869,6 +876,9 @@ int layer_store_prune(struct layer_store *s, struct layer_prune_stats *ret, stru
         unpacked = openat(s->privfd, "unpacked", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (r == 0 && unpacked >= 0)
                 r = each_entry(s, unpacked, sweep_unpacked, &sw, err);
+        rootfs = openat(s->privfd, "rootfs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (r == 0 && rootfs >= 0)
+                r = each_entry(s, rootfs, sweep_unpacked, &sw, err);
         if (r == 0)
                 fsync(s->blobsfd);
         flock(s->gcfd, LOCK_SH);
@@ -1009,6 +1019,59 @@ int layer_store_unpack(struct layer_store *s, const char *digest, const char *di
 done:
         if (ret_path)
                 *ret_path = xasprintf("%s/.kiln/unpacked/%s", s->root, diff_id + 7);
+        return fd;
+}
+
+int layer_store_rootfs(struct layer_store *s, const char (*digests)[LAYER_DIGEST_SIZE],
+                       const char (*diff_ids)[LAYER_DIGEST_SIZE], size_t n,
+                       const struct layer_extract_opts *opts, char **ret_path, struct kiln_error **err)
+{
+        _cleanup_close_ int dir = -1, tmp = -1;
+        char chain[LAYER_DIGEST_SIZE] = "", tmpname[64];
+        size_t i;
+        int fd;
+
+        if (n == 0)
+                return kiln_error_new(err, KILN_ERR_INVALID, "an image without layers has no root filesystem to make");
+        for (i = 0; i < n; i++) {
+                if (!layer_digest_valid(diff_ids[i]))
+                        return kiln_error_new(err, KILN_ERR_INVALID, "'%s' is not a sha256 diff_id", diff_ids[i]);
+                layer_chain_id(chain, diff_ids[i], chain);
+        }
+        if ((dir = open_dir_at(s->privfd, "rootfs", true, 0755, err)) < 0)
+                return -1;
+        fd = openat(dir, chain + 7, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0)
+                goto done;
+        temp_name(tmpname, sizeof(tmpname), ".tmp");
+        if ((tmp = open_dir_at(dir, tmpname, true, 0755, err)) < 0)
+                return -1;
+        for (i = 0; i < n; i++) {
+                _cleanup_close_ int blob = layer_store_open_blob(s, digests[i], NULL, err);
+                if (blob < 0 || layer_extract(tmp, blob, digests[i], opts, NULL, err) < 0) {
+                        layer_remove_tree(dir, tmpname, NULL);
+                        return -1;
+                }
+        }
+        if (syncfs(tmp) < 0) {
+                layer_remove_tree(dir, tmpname, NULL);
+                return kiln_error_errno(err, KILN_ERR_IO, "sync a root filesystem");
+        }
+        if (renameat(dir, tmpname, dir, chain + 7) < 0) {
+                int saved = errno;
+                layer_remove_tree(dir, tmpname, NULL);
+                if (saved != EEXIST && saved != ENOTEMPTY) {
+                        errno = saved;
+                        return kiln_error_errno(err, KILN_ERR_IO, "store root filesystem %s", chain);
+                }
+        }
+        fsync(dir);
+        fd = openat(dir, chain + 7, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return kiln_error_errno(err, KILN_ERR_IO, "open root filesystem %s", chain);
+done:
+        if (ret_path)
+                *ret_path = xasprintf("%s/.kiln/rootfs/%s", s->root, chain + 7);
         return fd;
 }
 

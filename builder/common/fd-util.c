@@ -58,18 +58,30 @@ int kiln_read_file_at(int dirfd, const char *path, size_t max, char **ret_data, 
         return read_opened(fd, path, max, ret_data, ret_len, err);
 }
 
-int kiln_open_in_root(int rootfd, const char *path, int flags, mode_t mode, struct kiln_error **err)
+int kiln_openat2_in_root(int rootfd, const char *path, int flags, mode_t mode, uint64_t resolve)
 {
         struct open_how how = {
                 .flags = (unsigned long long) (flags | O_CLOEXEC),
                 .mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0,
-                .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+                .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | resolve,
         };
+        unsigned tries = 0;
         long fd;
 
-        do
-                fd = syscall(SYS_openat2, rootfd, path, &how, sizeof(how));
-        while (fd < 0 && errno == EINTR);
+        for (;;) {
+                fd = syscall(SYS_openat2, rootfd, path[0] ? path : ".", &how, sizeof(how));
+                if (fd >= 0)
+                        return (int) fd;
+                /* EAGAIN: a rename raced with the lookup ("..") and the kernel asks for a retry. */
+                if ((errno != EAGAIN && errno != EINTR) || ++tries > 64)
+                        return -1;
+        }
+}
+
+int kiln_open_in_root(int rootfd, const char *path, int flags, mode_t mode, struct kiln_error **err)
+{
+        int fd = kiln_openat2_in_root(rootfd, path, flags, mode, 0);
+
         if (fd < 0) {
                 if (errno == ENOSYS)
                         return kiln_error_errno(
@@ -78,7 +90,7 @@ int kiln_open_in_root(int rootfd, const char *path, int flags, mode_t mode, stru
                 return kiln_error_errno(err, errno == ENOENT ? KILN_ERR_NOTFOUND : KILN_ERR_IO,
                                         "open '%s'", path);
         }
-        return (int) fd;
+        return fd;
 }
 
 int kiln_read_file_in_root(int rootfd, const char *path, size_t max, char **ret_data,

@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "builder/common/error.h"
@@ -19,6 +20,13 @@ int kiln_read_file_at(int dirfd, const char *path, size_t max, char **ret_data, 
  * (openat2 with RESOLVE_IN_ROOT). O_CLOEXEC is always added. Returns the fd or -1
  * (NOTFOUND when the path does not exist, IO otherwise, UNSUPPORTED without openat2).
  */
+/**
+ * openat2() confined to `rootfd` (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | `resolve`), O_CLOEXEC
+ * added, retried on EAGAIN and EINTR; "" is the root itself. -1 with errno, for callers that
+ * act on errno (ENOENT, ELOOP...).
+ */
+int kiln_openat2_in_root(int rootfd, const char *path, int flags, mode_t mode, uint64_t resolve);
+
 int kiln_open_in_root(int rootfd, const char *path, int flags, mode_t mode,
                       struct kiln_error **err);
 

@@ -1,8 +1,11 @@
+#include <dirent.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "builder/common/fd-util.h"
 #include "builder/common/xalloc.h"
@@ -185,4 +188,33 @@ char *tap_read_file(const char *path, size_t *ret_len)
                 exit(1);
         }
         return data;
+}
+
+void tap_rm_rf_at(int dirfd, const char *name)
+{
+        struct stat st;
+        DIR *d;
+        struct dirent *de;
+        int fd;
+
+        if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return;
+        if (!S_ISDIR(st.st_mode)) {
+                unlinkat(dirfd, name, 0);
+                return;
+        }
+        fchmodat(dirfd, name, 0700, 0);
+        fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+                return;
+        d = fdopendir(fd);
+        if (!d) {
+                close(fd);
+                return;
+        }
+        while ((de = readdir(d)))
+                if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+                        tap_rm_rf_at(fd, de->d_name);
+        closedir(d);
+        unlinkat(dirfd, name, AT_REMOVEDIR);
 }

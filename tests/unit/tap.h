@@ -31,6 +31,10 @@ int tap_done(void);
  */
 _noreturn_ void tap_skip_all(const char *fmt, ...) _printf_(1, 2);
 
+/** Removes `name` under `dirfd` and everything in it, never following symlinks (made
+ * writable first; errors ignored): test scratch cleanup. */
+void tap_rm_rf_at(int dirfd, const char *name);
+
 /**
  * Returns the path of a file under the BuildKit conformance data (KILN_CONFORMANCE_DIR,
  * set by meson to ../shared/conformance/buildkit beside the checkout), or skips the

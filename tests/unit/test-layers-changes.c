@@ -81,42 +81,12 @@ static void set_xattr(int dirfd, const char *path, const char *name, const char 
         MUST(lsetxattr(proc, name, value, strlen(value), 0));
 }
 
-static void rm_rf_at(int parent, const char *name)
-{
-        struct stat st;
-        struct dirent *de;
-        DIR *d;
-        int fd;
-
-        if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-                return;
-        if (!S_ISDIR(st.st_mode)) {
-                unlinkat(parent, name, 0);
-                return;
-        }
-        /* overlayfs leaves work/work with mode 000 */
-        fchmodat(parent, name, 0700, 0);
-        fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd >= 0) {
-                d = fdopendir(fd);
-                if (!d) {
-                        close(fd);
-                } else {
-                        while ((de = readdir(d)))
-                                if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
-                                        rm_rf_at(dirfd(d), de->d_name);
-                        closedir(d);
-                }
-        }
-        unlinkat(parent, name, AT_REMOVEDIR);
-}
-
 /* A fresh directory under the test's temporary directory. */
 static int new_dir(const char *name, char **ret_path)
 {
         int fd;
 
-        rm_rf_at(tmp_fd, name);
+        tap_rm_rf_at(tmp_fd, name);
         MUST(mkdirat(tmp_fd, name, 0755));
         fd = openat(tmp_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         MUST(fd);
@@ -457,7 +427,7 @@ static void test_deep(void)
                 MUST(renameat(base, "next", base, "chain"));
         }
         close(base);
-        rm_rf_at(tmp_fd, "deep");
+        tap_rm_rf_at(tmp_fd, "deep");
 }
 
 static void test_fds(void)
@@ -492,7 +462,7 @@ static void test_fds(void)
                 free(msg);
         }
         close(fd);
-        rm_rf_at(tmp_fd, "fds");
+        tap_rm_rf_at(tmp_fd, "fds");
 }
 
 /* ---- snapshots ---- */
@@ -626,7 +596,7 @@ static void test_diffs(void)
         put_file(fd, "d/f2", "changed", 0644);
         STEP("+d/f2", "modified file in a directory");
 
-        rm_rf_at(fd, "sub");
+        tap_rm_rf_at(fd, "sub");
         STEP("-sub", "deleted directory with children: only the top");
 
         MUST(unlinkat(fd, "p", 0));
@@ -634,7 +604,7 @@ static void test_diffs(void)
         put_file(fd, "p/c", "c", 0644);
         STEP("+p +p/c", "file -> directory");
 
-        rm_rf_at(fd, "p");
+        tap_rm_rf_at(fd, "p");
         MUST(symlinkat("target", fd, "p"));
         {
                 char *got = step(fd, &snap, &c);
@@ -651,7 +621,7 @@ static void test_diffs(void)
         put_file(fd, "p", "file again", 0644);
         STEP("+p", "symlink -> file");
 
-        rm_rf_at(fd, "r");
+        tap_rm_rf_at(fd, "r");
         MUST(mkdirat(fd, "r", 0755));
         put_file(fd, "r/a", "new a", 0644);
         STEP("+r +r/a -r/b", "replaced directory");
@@ -1000,8 +970,8 @@ static void test_overlay_root(void)
         free(opts);
 
         /* metacopy=on: a chmod copies up metadata only; the walk refuses it. */
-        rm_rf_at(fd, "upper");
-        rm_rf_at(fd, "work");
+        tap_rm_rf_at(fd, "upper");
+        tap_rm_rf_at(fd, "work");
         MUST(mkdirat(fd, "upper", 0755));
         MUST(mkdirat(fd, "work", 0755));
         opts = xasprintf("lowerdir=%s,upperdir=%s,workdir=%s,metacopy=on", lower, upper, work);
@@ -1112,7 +1082,7 @@ static void userns_child(int out)
         free(got);
 out:
         fclose(f);
-        rm_rf_at(AT_FDCWD, tmpl);
+        tap_rm_rf_at(AT_FDCWD, tmpl);
         _exit(0);
 }
 
@@ -1177,7 +1147,7 @@ int main(void)
         test_overlay_userns();
 
         close(tmp_fd);
-        rm_rf_at(AT_FDCWD, tmp_root);
+        tap_rm_rf_at(AT_FDCWD, tmp_root);
         free(tmp_root);
         return tap_done();
 }

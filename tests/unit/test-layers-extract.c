@@ -180,41 +180,12 @@ static int extract(int rootfd, int fd, const char *what, const struct layer_extr
 /* Trees                                                                                  */
 /* ------------------------------------------------------------------------------------ */
 
-static void rm_rf_at(int dirfd, const char *name)
-{
-        struct stat st;
-        DIR *d;
-        struct dirent *de;
-        int fd;
-
-        if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-                return;
-        if (!S_ISDIR(st.st_mode)) {
-                unlinkat(dirfd, name, 0);
-                return;
-        }
-        fchmodat(dirfd, name, 0700, 0);
-        fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0)
-                return;
-        d = fdopendir(fd);
-        if (!d) {
-                close(fd);
-                return;
-        }
-        while ((de = readdir(d)))
-                if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
-                        rm_rf_at(fd, de->d_name);
-        closedir(d);
-        unlinkat(dirfd, name, AT_REMOVEDIR);
-}
-
 /* A fresh, empty base/root, returned open. */
 static int fresh_root(void)
 {
         int fd;
 
-        rm_rf_at(basefd, "root");
+        tap_rm_rf_at(basefd, "root");
         if (mkdirat(basefd, "root", 0755) < 0)
                 abort();
         fd = openat(basefd, "root", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -1079,7 +1050,7 @@ int main(void)
         test_record_owner();
         tap_eq_int(count_fds(), fds, "no file descriptor leaked");
 
-        rm_rf_at(AT_FDCWD, base);
+        tap_rm_rf_at(AT_FDCWD, base);
         close(basefd);
         free(sentinel);
         return tap_done();

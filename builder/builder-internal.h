@@ -1,0 +1,287 @@
+/* Shared by the executor's files in builder/; never included from outside this folder. */
+#pragma once
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "builder/builder.h"
+#include "builder/common/error.h"
+#include "parser/parser.h"
+
+/* ------------------------------------------------------------------------------------ */
+/* The RUN sandbox (builder/run-sandbox.c)                                                */
+/* ------------------------------------------------------------------------------------ */
+
+enum sb_isolation {
+        SB_ISOLATION_ROOT,   /* mount, pid, ipc, uts (and net) namespaces; needs real root */
+        SB_ISOLATION_USERNS, /* the same inside a new user namespace; overlay with userxattr */
+        _SB_ISOLATION_MAX,
+};
+
+enum sb_network {
+        SB_NETWORK_HOST, /* share the host's network namespace */
+        SB_NETWORK_NONE, /* a new network namespace with only loopback, up */
+        _SB_NETWORK_MAX,
+};
+
+/* One line of /proc/PID/uid_map or gid_map: `count` ids from `inside` map to `outside`. */
+struct sb_idmap {
+        uint32_t inside, outside, count;
+};
+
+/* The root filesystem of a step: an overlay of read-only lower directories and a fresh upper. */
+struct sb_rootfs {
+        const char *const *lowers; /* absolute paths, TOP FIRST (the newest layer first) */
+        size_t n_lowers;           /* at least 1 */
+        const char *upper;         /* an empty directory: the step's changes land here */
+        const char *work;          /* an empty directory on the upper's filesystem */
+};
+
+/* How the namespaces are made; shared by sb_run() and sb_call(). */
+struct sb_env {
+        enum sb_isolation isolation;
+        enum sb_network network;
+        /* USERNS only: the maps written for the child (newuidmap/newgidmap when more than the
+         * caller's own id is mapped, else written directly with setgroups denied). n == 0:
+         * the caller's uid and gid map to 0 alone. */
+        const struct sb_idmap *uid_map, *gid_map;
+        size_t n_uid_map, n_gid_map;
+};
+
+/* A RUN step. */
+struct sb_run {
+        struct sb_rootfs root;
+        struct sb_env env;
+        const char *const *argv;   /* argv[0] is looked up in envp's PATH when it has no '/' */
+        const char *const *envp;   /* the whole environment, "K=V" */
+        const char *cwd;           /* absolute path in the image; made (0755, owned by 0:0 as
+                                    * Docker does) when missing */
+        const char *user;          /* "", "name", "uid", "name:group", "uid:gid"...: resolved
+                                    * against the image's /etc/passwd and /etc/group after
+                                    * pivot_root; supplementary groups from /etc/group. "" or
+                                    * NULL: root */
+        const char *hostname;      /* set in the new UTS namespace; NULL: "kiln" */
+        /** The command's stdout and stderr, as they arrive (one pipe: their order is kept). */
+        void (*output)(void *ctx, const char *data, size_t len);
+        void *output_ctx;
+};
+
+/**
+ * Runs one command in a fresh sandbox: new mount, pid, ipc and uts namespaces (user and net as
+ * configured); the overlay mounted (index=off, metacopy=off, redirect_dir=off, userxattr in a
+ * user namespace); /proc fresh; /dev a tmpfs with null, zero, full, random, urandom and tty
+ * bound from the host, devpts (newinstance) with ptmx, and /dev/shm; the host's
+ * /etc/resolv.conf and /etc/hosts bound read-only; pivot_root into it and the old root
+ * detached; every fd but 0-2 closed (stdin is /dev/null); the working directory entered and
+ * checked to be inside the root (CVE-2024-21626); the user dropped to; exec. Stubs the sandbox
+ * had to create in the upper directory for its mounts (a missing /proc, /dev, /etc/hosts...)
+ * are removed again afterwards, so the upper holds only what the command changed.
+ * *ret_status gets the command's wait status. CHILD when the sandbox could not be set up
+ * (with the step that failed: "mount overlay: Invalid argument"); UNSUPPORTED when the
+ * isolation is not possible here.
+ */
+int sb_run(const struct sb_run *run, int *ret_status, struct kiln_error **err);
+
+/**
+ * Mounts the overlay in a child process in the same namespaces as sb_run() (without pivoting
+ * or exec) and calls fn(ctx, rootfd, err) there, with an O_PATH directory fd of the merged
+ * root, for work that must see the merged view and write into the upper directory (COPY, ADD,
+ * WORKDIR). The child has every fd the caller had. fn's failure comes back as an error with
+ * fn's kind and message. The upper is cleaned of the sandbox's own stubs as for sb_run().
+ */
+int sb_call(const struct sb_rootfs *root, const struct sb_env *env,
+            int (*fn)(void *ctx, int rootfd, struct kiln_error **err), void *ctx,
+            struct kiln_error **err);
+
+/** What this machine allows, with the reason in `why` ("running as root", "unprivileged user
+ * namespaces are disabled: /proc/sys/user/max_user_namespaces is 0"). */
+int sb_probe(enum sb_isolation *ret, char **ret_why, struct kiln_error **err);
+
+/** The caller's /etc/subuid and /etc/subgid ranges as maps (caller -> 0, then the range from
+ * 1); n == 0 when there are none. Caller frees. */
+void sb_subid_maps(struct sb_idmap **ret_uid, size_t *ret_n_uid, struct sb_idmap **ret_gid,
+                   size_t *ret_n_gid);
+
+/* ------------------------------------------------------------------------------------ */
+/* COPY and ADD into a root (builder/copy.c)                                              */
+/* ------------------------------------------------------------------------------------ */
+
+/* Where COPY's sources come from. */
+struct cp_source {
+        int rootfd;                 /* O_PATH directory: the context or another stage's root */
+        const struct df_ignore *ignore; /* the context's .dockerignore; NULL for a stage */
+        bool keep_owners;           /* a stage or image: its files keep their owners (BuildKit);
+                                     * the context's are 0:0 */
+};
+
+struct cp_opts {
+        const char *const *srcs;    /* as written after expansion: paths or wildcards,
+                                     * relative to the source root ("/" is the root) */
+        size_t n_srcs;
+        const char *dest;           /* expanded; relative to `workdir` unless absolute; a
+                                     * trailing '/' or several sources make it a directory */
+        const char *workdir;        /* the stage's WORKDIR, absolute */
+        bool chown;                 /* set every copied entry's owner to uid:gid */
+        uint32_t uid, gid;
+        bool chmod;                 /* set every copied entry's permission bits ... */
+        const char *chmod_spec;     /* ... from an octal or symbolic spec (df_check_chmod) */
+        const char *const *excludes; /* --exclude patterns (.dockerignore syntax) */
+        size_t n_excludes;
+        bool parents;               /* --parents: keep the source's directories */
+        /* heredoc sources: name -> content (a source equal to a name takes its content) */
+        const char *const *inline_names;
+        const char *const *inline_data;
+        const size_t *inline_len;
+        size_t n_inline;
+        bool add;                   /* ADD: a local tar archive (gzip, bzip2, xz, zstd, by
+                                     * content) is extracted into the destination */
+};
+
+/**
+ * Copies as BuildKit's COPY does (builder/copy.c's header comment has the details), from `src`
+ * into the image root `destfd` (an O_PATH directory fd of the merged view): wildcards (Go's
+ * filepath.Match) per path component; a directory copies its contents; a file to a name
+ * ending in '/' or to an existing directory lands in it; missing parents are made (0755,
+ * owned by the --chown ids or 0:0). Copied entries keep their mode and mtime, owner 0:0 (or
+ * the source's with keep_owners) unless chown. A source's last component is followed when it
+ * is a symlink, inside the source root only; symlinks inside a copied directory are copied as
+ * links. Every path on both sides resolves inside its root: a symlink in the destination image
+ * never redirects a write outside it, one in the context never reads outside the context.
+ * Excluded (.dockerignore, --exclude) files are not sources. NOTFOUND for a missing source
+ * ("COPY: 'x': not found"), INVALID for several sources to a non-directory. Messages start with
+ * "COPY: " or "ADD: ".
+ */
+int cp_copy(const struct cp_source *src, int destfd, const struct cp_opts *opts,
+            struct kiln_error **err);
+
+/* ------------------------------------------------------------------------------------ */
+/* Users and groups of an image (builder/user-db.c)                                       */
+/* ------------------------------------------------------------------------------------ */
+
+/**
+ * Resolves a USER or --chown spec ("name", "uid", "name:group", "uid:gid", "name:gid",
+ * "uid:group") against the image root's /etc/passwd and /etc/group, read through `rootfd`
+ * with RESOLVE_IN_ROOT (a missing file is an empty database). Docker's rules: a numeric user
+ * needs no passwd entry (gid then 0, or the entry's gid when there is one); a named user's gid
+ * is its passwd gid unless a group is given. *ret_groups (may be NULL) gets the supplementary
+ * groups listing the user by name in /etc/group (only when no group was given). NOTFOUND
+ * naming the unknown user or group ("unable to find user app: no matching entries in passwd
+ * file"); INVALID for a malformed spec.
+ */
+int bld_user_resolve(int rootfd, const char *spec, uint32_t *ret_uid, uint32_t *ret_gid,
+                     uint32_t **ret_groups, size_t *ret_n_groups, struct kiln_error **err);
+
+/** A decimal id ("1000") no larger than `max`; false for anything else ("", "-1", "1e3"). */
+bool bld_parse_u32(const char *s, uint32_t max, uint32_t *ret);
+
+/* ------------------------------------------------------------------------------------ */
+/* The image config as the build changes it (builder/image-config.c)                      */
+/* ------------------------------------------------------------------------------------ */
+
+/** A config for FROM scratch: os/architecture/variant from `platform`, empty otherwise. */
+json_t *bld_config_new(const char *platform);
+
+/** Makes sure "config", "rootfs" (type layers, diff_ids) and "history" exist. */
+void bld_config_normalize(json_t *config);
+
+/** The "config" member (Env, Cmd, ...), made when missing. Borrowed. */
+json_t *bld_config_run(json_t *config);
+
+/** A string of "config" ("User", "WorkingDir"), or NULL. */
+const char *bld_config_string(json_t *config, const char *key);
+
+/** Sets NAME=VALUE in Env, replacing an earlier NAME. */
+void bld_config_set_env(json_t *config, const char *name, const char *value);
+
+/** Adds the default PATH when Env has none. */
+void bld_config_default_path(json_t *config);
+
+/** Env as a vector of borrowed strings (free the vector only). */
+const char **bld_config_env(json_t *config, size_t *ret_n);
+
+void bld_config_add_history(json_t *config, int64_t created, const char *created_by, bool empty_layer);
+void bld_config_add_diff_id(json_t *config, const char *diff_id);
+void bld_config_set_created(json_t *config, int64_t created);
+
+/**
+ * Applies a metadata instruction (expanded) to the config, as Docker does; *ret_history gets
+ * its history text ("ENV A=b"). *ret_cmd_reset is true while the stage's Cmd is inherited:
+ * ENTRYPOINT then clears it, and CMD or ENTRYPOINT makes it false. INVALID for an instruction
+ * that is not metadata or a bad EXPOSE port.
+ */
+int bld_config_apply(json_t *config, const struct df_instr *in, bool *ret_cmd_reset, char **ret_history,
+                     struct kiln_error **err);
+
+/* ------------------------------------------------------------------------------------ */
+/* A build and its stages (builder/build.c, builder/stage.c)                              */
+/* ------------------------------------------------------------------------------------ */
+
+/* A layer of the image a stage builds. */
+struct bld_layer {
+        char digest[LAYER_DIGEST_SIZE];
+        char diff_id[LAYER_DIGEST_SIZE];
+        uint64_t size;
+        char *media_type;
+};
+
+struct bld_build;
+
+struct bld_stage {
+        struct bld_build *b;
+        size_t index;                 /* in the graph */
+        char *name;                   /* its AS name, or "stage-N" */
+        json_t *config;               /* the image config as built so far */
+        struct bld_layer *layers;     /* bottom first */
+        size_t n_layers, alloc_layers;
+        char **lowers;                /* its directories, bottom first: the base's, then each step's */
+        size_t n_lowers, alloc_lowers;
+        unsigned n_dirs;              /* step directories made */
+        bool cmd_inherited;           /* Cmd came from the base (ENTRYPOINT resets it) */
+        bool done;
+};
+
+struct bld_build {
+        const struct bld_build_opts *o;
+        enum sb_isolation isolation;
+        struct sb_env env;
+        bool userxattr;
+        char *scratch_name, *scratch_path;
+        int scratchfd;
+        char *empty_dir;              /* the lower directory of FROM scratch */
+        struct bld_stage *stages;     /* one per graph stage */
+        int64_t created;              /* timestamps written into the image */
+        pthread_mutex_t lock;         /* events, step numbers, failure */
+        unsigned next_step;
+        bool failed;
+        struct timespec started;
+};
+
+/* A step being run, for its events. */
+struct bld_step {
+        struct bld_stage *st;
+        unsigned number, index, count;
+        struct timespec start;
+        char line[4096];
+        size_t line_len;
+        char *tail[10];
+        unsigned tail_next;
+};
+
+void bld_step_start(struct bld_stage *st, struct bld_step *s, unsigned index, const struct df_instr *in,
+                    unsigned count);
+void bld_step_event(struct bld_step *s, struct bld_event *ev);
+void bld_step_done(struct bld_step *s);
+void bld_step_error(struct bld_step *s, const struct kiln_error *e, const char *tail);
+bool bld_build_failed(struct bld_build *b);
+
+/** Maps the owners recorded in a step's changes back to the ids inside the build's user
+ * namespace (identity outside one). */
+void bld_map_owners(const struct bld_build *b, struct layer_changes *changes);
+
+/** Runs a stage from FROM to its last instruction. */
+int bld_stage_run(struct bld_stage *st, struct kiln_error **err);
+void bld_stage_release(struct bld_stage *st);

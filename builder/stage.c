@@ -1,0 +1,805 @@
+/*
+ * One stage of a build: its base (scratch, an image from the store or a registry, an earlier
+ * stage), then each instruction in order, expanded with the stage's ARG and ENV scope. A step
+ * that changes files (RUN, COPY, ADD, WORKDIR) runs over an overlay of the stage's directories
+ * with a fresh upper directory; the upper becomes a layer in the store and the next step's top
+ * lower directory, so a step costs what it changed, not what the image holds.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/mount.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "builder/builder-internal.h"
+#include "builder/common/fd-util.h"
+#include "builder/common/xalloc.h"
+
+#define TAIL_LINES 10
+
+/* ---- the stage's directories and layers ---- */
+
+static void add_lower(struct bld_stage *st, const char *path)
+{
+        XGROW(st->lowers, st->n_lowers + 1, st->alloc_lowers);
+        st->lowers[st->n_lowers++] = xstrdup(path);
+}
+
+static void add_layer(struct bld_stage *st, const char *digest, const char *diff_id, uint64_t size,
+                      const char *media_type)
+{
+        struct bld_layer *l;
+
+        XGROW(st->layers, st->n_layers + 1, st->alloc_layers);
+        l = &st->layers[st->n_layers++];
+        memcpy(l->digest, digest, LAYER_DIGEST_SIZE);
+        memcpy(l->diff_id, diff_id, LAYER_DIGEST_SIZE);
+        l->size = size;
+        l->media_type = xstrdup(media_type);
+}
+
+void bld_stage_release(struct bld_stage *st)
+{
+        size_t i;
+
+        for (i = 0; i < st->n_layers; i++)
+                free(st->layers[i].media_type);
+        free(st->layers);
+        for (i = 0; i < st->n_lowers; i++)
+                free(st->lowers[i]);
+        free(st->lowers);
+        json_decref(st->config);
+        free(st->name);
+        st->layers = NULL;
+        st->lowers = NULL;
+        st->config = NULL;
+        st->name = NULL;
+}
+
+/* The lower directories top first, as overlay wants them (a borrowed vector to free). */
+static const char **lowers_top_first(const struct bld_stage *st)
+{
+        const char **v = xcalloc(st->n_lowers + 1, sizeof(char *));
+        size_t i;
+
+        for (i = 0; i < st->n_lowers; i++)
+                v[i] = st->lowers[st->n_lowers - 1 - i];
+        return v;
+}
+
+/* A fresh upper and work directory for a step: SCRATCH/<stage>-<n>/{upper,work}. */
+static int step_dirs(struct bld_stage *st, char **ret_upper, char **ret_work, struct kiln_error **err)
+{
+        struct bld_build *b = st->b;
+        _cleanup_free_ char *name = xasprintf("s%zu-%u", st->index, ++st->n_dirs);
+        _cleanup_free_ char *upper = xasprintf("%s/upper", name), *work = xasprintf("%s/work", name);
+
+        if (mkdirat(b->scratchfd, name, 0755) < 0 || mkdirat(b->scratchfd, upper, 0755) < 0 ||
+            mkdirat(b->scratchfd, work, 0700) < 0)
+                return kiln_error_errno(err, KILN_ERR_IO, "make a step directory in '%s'", b->scratch_path);
+        *ret_upper = xasprintf("%s/%s", b->scratch_path, upper);
+        *ret_work = xasprintf("%s/%s", b->scratch_path, work);
+        return 0;
+}
+
+/* The media type a layer written here gets. */
+static const char *media_type_of(const struct bld_build *b)
+{
+        return layer_media_type(b->o->compression, b->o->docker);
+}
+
+/* Turns a step's upper directory into a layer (none when nothing changed) and makes it the
+ * stage's top lower directory. */
+static int commit(struct bld_stage *st, const char *upper, const char *created_by, struct kiln_error **err)
+{
+        struct bld_build *b = st->b;
+        struct layer_changes changes = LAYER_CHANGES_INIT;
+        struct layer_write_opts wo = LAYER_WRITE_OPTS_DEFAULT;
+        struct layer_blob_writer *w = NULL;
+        struct layer_sink sink;
+        struct layer_desc desc;
+        _cleanup_close_ int fd = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int r = -1;
+
+        if (fd < 0)
+                return kiln_error_errno(err, KILN_ERR_IO, "open '%s'", upper);
+        if (layer_changes_from_upper(fd, b->userxattr, &changes, err) < 0)
+                return -1;
+        if (changes.n == 0) {
+                layer_changes_release(&changes);
+                bld_config_add_history(st->config, b->created, created_by, true);
+                return 0;
+        }
+        bld_map_owners(b, &changes);
+        wo.compression = b->o->compression;
+        wo.source_date_epoch = b->o->source_date_epoch;
+        if (layer_store_blob_begin(b->o->store, &w, err) < 0)
+                goto out;
+        sink = layer_blob_sink(w);
+        if (layer_write(&changes, &wo, &sink, &desc, err) < 0) {
+                layer_blob_abort(w);
+                goto out;
+        }
+        if (layer_blob_commit(w, NULL, desc.digest, &desc.size, err) < 0)
+                goto out;
+        add_layer(st, desc.digest, desc.diff_id, desc.size, media_type_of(b));
+        bld_config_add_diff_id(st->config, desc.diff_id);
+        bld_config_add_history(st->config, b->created, created_by, false);
+        add_lower(st, upper);
+        r = 0;
+out:
+        layer_changes_release(&changes);
+        return r;
+}
+
+/* ---- steps: progress and output ---- */
+
+static void step_line(struct bld_step *s, const char *line, size_t len)
+{
+        struct bld_event ev = { .kind = BLD_EVENT_STEP_OUTPUT, .text = line, .len = len };
+
+        free(s->tail[s->tail_next % TAIL_LINES]);
+        s->tail[s->tail_next++ % TAIL_LINES] = xstrndup(line, len);
+        bld_step_event(s, &ev);
+}
+
+static void step_output(void *ctx, const char *data, size_t len)
+{
+        struct bld_step *s = ctx;
+        size_t i;
+
+        for (i = 0; i < len; i++) {
+                if (data[i] == '\n' || s->line_len == sizeof(s->line)) {
+                        step_line(s, s->line, s->line_len);
+                        s->line_len = 0;
+                        if (data[i] == '\n')
+                                continue;
+                }
+                s->line[s->line_len++] = data[i];
+        }
+}
+
+static void step_flush(struct bld_step *s)
+{
+        if (s->line_len) {
+                step_line(s, s->line, s->line_len);
+                s->line_len = 0;
+        }
+}
+
+/* The last lines of a step's output, for the error event. Caller frees. */
+static char *step_tail(struct bld_step *s)
+{
+        struct kiln_buf t = KILN_BUF_INIT;
+        unsigned i, first = s->tail_next > TAIL_LINES ? s->tail_next - TAIL_LINES : 0;
+
+        for (i = first; i < s->tail_next; i++)
+                kiln_buf_addf(&t, NULL, "%s\n", s->tail[i % TAIL_LINES]);
+        return kiln_buf_detach(&t, NULL);
+}
+
+static void step_release(struct bld_step *s)
+{
+        unsigned i;
+
+        for (i = 0; i < TAIL_LINES; i++)
+                free(s->tail[i]);
+}
+
+/* ---- base images ---- */
+
+/* An image from the store (the name as written, then its normalised reference) or, when the
+ * store lacks it or --pull was given, from its registry. */
+static int resolve_image(struct bld_build *b, const char *ref, const char *platform,
+                         struct bld_image_layers *ret, struct kiln_error **err)
+{
+        struct reg_ref r = { 0 };
+        struct layer_ref found = { 0 };
+        _cleanup_free_ char *normal = NULL;
+        struct reg_pull_opts po = { .platform = platform };
+        struct reg_pull_result res;
+
+        if (reg_ref_parse(ref, &r, err) < 0)
+                return -1;
+        normal = reg_ref_string(&r);
+        reg_ref_release(&r);
+        if (!b->o->pull) {
+                if (layer_store_resolve(b->o->store, ref, &found, NULL) == 0) {
+                        layer_ref_release(&found);
+                        return bld_image_layers(b->o->store, ref, ret, err);
+                }
+                if (layer_store_resolve(b->o->store, normal, &found, NULL) == 0) {
+                        layer_ref_release(&found);
+                        return bld_image_layers(b->o->store, normal, ret, err);
+                }
+        }
+        if (!b->o->registry)
+                return kiln_error_new(err, KILN_ERR_NOTFOUND, "image '%s' is not in the store", ref);
+        if (reg_pull(b->o->registry, b->o->store, ref, &po, &res, err) < 0)
+                return -1;
+        return bld_image_layers(b->o->store, normal, ret, err);
+}
+
+/* The root filesystem directory of an image's layers (the empty directory for none). */
+static int image_rootfs(struct bld_build *b, const struct bld_image_layers *img, char **ret_path,
+                        struct kiln_error **err)
+{
+        struct layer_extract_opts xo = { .record_owner = b->isolation != SB_ISOLATION_ROOT };
+        int fd;
+
+        if (img->n == 0) {
+                *ret_path = xstrdup(b->empty_dir);
+                return 0;
+        }
+        fd = layer_store_rootfs(b->o->store, (const char(*)[LAYER_DIGEST_SIZE]) img->digests,
+                                (const char(*)[LAYER_DIGEST_SIZE]) img->diff_ids, img->n, &xo, ret_path, err);
+        if (fd < 0)
+                return -1;
+        close(fd);
+        return 0;
+}
+
+static int from_image(struct bld_stage *st, const char *ref, const char *platform, struct kiln_error **err)
+{
+        struct bld_build *b = st->b;
+        struct bld_image_layers img = { 0 };
+        _cleanup_free_ char *path = NULL;
+        size_t i;
+        int r = -1;
+
+        if (resolve_image(b, ref, platform, &img, err) < 0)
+                return -1;
+        if (image_rootfs(b, &img, &path, err) < 0)
+                goto out;
+        st->config = json_incref(img.config);
+        for (i = 0; i < img.n; i++)
+                add_layer(st, img.digests[i], img.diff_ids[i], img.sizes[i], img.media_types[i]);
+        add_lower(st, path);
+        r = 0;
+out:
+        bld_image_layers_release(&img);
+        return r;
+}
+
+static void from_stage(struct bld_stage *st, const struct bld_stage *base)
+{
+        size_t i;
+
+        st->config = json_deep_copy(base->config);
+        for (i = 0; i < base->n_layers; i++)
+                add_layer(st, base->layers[i].digest, base->layers[i].diff_id, base->layers[i].size,
+                          base->layers[i].media_type);
+        for (i = 0; i < base->n_lowers; i++)
+                add_lower(st, base->lowers[i]);
+}
+
+static int step_from(struct bld_stage *st, struct kiln_error **err)
+{
+        struct bld_build *b = st->b;
+        const struct df_gstage *gs = &b->o->graph->stages[st->index];
+        const char *platform = gs->platform ? gs->platform : b->o->platform;
+
+        switch (gs->base_kind) {
+        case DF_BASE_SCRATCH:
+                st->config = bld_config_new(platform);
+                add_lower(st, b->empty_dir);
+                break;
+        case DF_BASE_STAGE:
+                from_stage(st, &b->stages[gs->base_stage]);
+                break;
+        case DF_BASE_IMAGE:
+                if (from_image(st, gs->base, platform, err) < 0)
+                        return -1;
+                break;
+        case DF_BASE_LAYOUT:
+        case _DF_BASE_MAX:
+                return kiln_error_new(err, KILN_ERR_UNSUPPORTED, "FROM %s: oci-layout bases are not supported yet",
+                                      gs->base);
+        }
+        bld_config_normalize(st->config);
+        bld_config_default_path(st->config);
+        st->cmd_inherited = json_object_get(bld_config_run(st->config), "Cmd") != NULL;
+        return 0;
+}
+
+/* ---- RUN ---- */
+
+/* The shell of the stage (SHELL, else /bin/sh -c), then `script`. */
+static char **shell_argv(json_t *config, const char *script)
+{
+        json_t *shell = json_object_get(bld_config_run(config), "Shell");
+        size_t n = json_is_array(shell) && json_array_size(shell) ? json_array_size(shell) : 0, i;
+        char **argv = xcalloc(n + 4, sizeof(char *)); /* NULL-terminated */
+
+        if (n == 0) {
+                argv[0] = xstrdup("/bin/sh");
+                argv[1] = xstrdup("-c");
+                argv[2] = xstrdup(script);
+                return argv;
+        }
+        for (i = 0; i < n; i++)
+                argv[i] = xstrdup(json_string_value(json_array_get(shell, i)));
+        argv[n] = xstrdup(script);
+        return argv;
+}
+
+static int run_argv(struct bld_stage *st, const struct df_instr *in, char ***ret, struct kiln_error **err)
+{
+        const struct df_run *run = &in->run;
+        const char *script;
+        size_t i;
+
+        if (in->json) {
+                char **argv = xcalloc(run->argc + 1, sizeof(char *));
+                for (i = 0; i < run->argc; i++)
+                        argv[i] = xstrdup(run->argv[i].text);
+                *ret = argv;
+                return 0;
+        }
+        script = run->argc ? run->argv[0].text : "";
+        if (run->n_heredocs) {
+                /* RUN <<EOF ... EOF: the body is the script (BuildKit runs it with the shell). */
+                const char *s = script;
+                while (*s == ' ' || *s == '\t')
+                        s++;
+                if (run->n_heredocs != 1 || strncmp(s, "<<", 2) != 0)
+                        return kiln_error_new(err, KILN_ERR_UNSUPPORTED,
+                                              "RUN with a heredoc after a command is not supported yet");
+                script = run->heredocs[0].content;
+        }
+        *ret = shell_argv(st->config, script);
+        return 0;
+}
+
+static char **run_env(struct df_eval *ev)
+{
+        struct df_vars vars = DF_VARS_INIT;
+        char **envp;
+        size_t i;
+
+        df_eval_run_vars(ev, &vars);
+        envp = xcalloc(vars.n + 1, sizeof(char *));
+        for (i = 0; i < vars.n; i++)
+                envp[i] = xasprintf("%s=%s", vars.items[i].name, vars.items[i].value);
+        df_vars_release(&vars);
+        return envp;
+}
+
+/* "RUN /bin/sh -c make" as history shows it: the command, never the build args' values. */
+static char *run_history(char *const *argv)
+{
+        struct kiln_buf h = KILN_BUF_INIT;
+        size_t i;
+
+        kiln_buf_adds(&h, "RUN", NULL);
+        for (i = 0; argv[i]; i++)
+                kiln_buf_addf(&h, NULL, " %s", argv[i]);
+        return kiln_buf_detach(&h, NULL);
+}
+
+static int step_run(struct bld_stage *st, struct bld_step *s, struct df_eval *ev, const struct df_instr *in,
+                    struct kiln_error **err)
+{
+        struct bld_build *b = st->b;
+        _cleanup_(strv_freep) char **argv = NULL, **envp = NULL;
+        _cleanup_free_ char *upper = NULL, *work = NULL, *history = NULL;
+        _cleanup_free_ const char **lowers = NULL;
+        struct sb_run run = { 0 };
+        int status = 0;
+
+        if (run_argv(st, in, &argv, err) < 0)
+                return -1;
+        envp = run_env(ev);
+        if (step_dirs(st, &upper, &work, err) < 0)
+                return -1;
+        lowers = lowers_top_first(st);
+        run.root = (struct sb_rootfs){ .lowers = lowers, .n_lowers = st->n_lowers, .upper = upper, .work = work };
+        run.env = b->env;
+        if (in->run.network.text && strcmp(in->run.network.text, "none") == 0)
+                run.env.network = SB_NETWORK_NONE;
+        run.argv = (const char *const *) argv;
+        run.envp = (const char *const *) envp;
+        run.cwd = bld_config_string(st->config, "WorkingDir");
+        if (!run.cwd || !*run.cwd)
+                run.cwd = "/";
+        run.user = bld_config_string(st->config, "User");
+        run.output = step_output;
+        run.output_ctx = s;
+        if (sb_run(&run, &status, err) < 0)
+                return -1;
+        step_flush(s);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+                _cleanup_free_ char *shown = run_history(argv);
+                if (WIFSIGNALED(status))
+                        return kiln_error_new(err, KILN_ERR_CHILD,
+                                              "process \"%s\" did not complete successfully: killed by signal %d",
+                                              shown + 4, WTERMSIG(status));
+                return kiln_error_new(err, KILN_ERR_CHILD,
+                                      "process \"%s\" did not complete successfully: exit code: %d", shown + 4,
+                                      WEXITSTATUS(status));
+        }
+        history = run_history(argv);
+        return commit(st, upper, history, err);
+}
+
+/* ---- COPY, ADD, WORKDIR: work in the merged view, in the sandbox's namespaces ---- */
+
+/* A read-only overlay of `lowers` (top first), as a detached mount: an O_PATH-able root fd. */
+static int mount_readonly(const char *const *lowers, size_t n, bool userxattr, struct kiln_error **err)
+{
+        _cleanup_close_ int fs = -1;
+        size_t i;
+        int mnt;
+
+        if (n == 1) {
+                /* kiln's own directory in the store: a plain open */
+                int fd = open(lowers[0], O_PATH | O_DIRECTORY | O_CLOEXEC);
+                if (fd < 0)
+                        return kiln_error_errno(err, KILN_ERR_IO, "open '%s'", lowers[0]);
+                return fd;
+        }
+        fs = (int) syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC);
+        if (fs < 0)
+                return kiln_error_errno(err, KILN_ERR_IO, "fsopen overlay");
+        for (i = 0; i < n; i++)
+                if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "lowerdir+", lowers[i], 0) < 0)
+                        return kiln_error_errno(err, KILN_ERR_IO, "overlay lowerdir+ '%s'", lowers[i]);
+        if (userxattr && syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0)
+                return kiln_error_errno(err, KILN_ERR_IO, "overlay userxattr");
+        if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+                return kiln_error_errno(err, KILN_ERR_IO, "mount a read-only overlay");
+        mnt = (int) syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_RDONLY);
+        if (mnt < 0)
+                return kiln_error_errno(err, KILN_ERR_IO, "fsmount overlay");
+        return mnt;
+}
+
+struct copy_job {
+        struct bld_stage *st;
+        struct cp_opts opts;
+        int context_fd;
+        const struct df_ignore *ignore;
+        const char **src_lowers; /* top first; NULL: the context */
+        size_t n_src_lowers;
+        const char *chown;
+};
+
+static int copy_in_sandbox(void *ctx, int rootfd, struct kiln_error **err)
+{
+        struct copy_job *j = ctx;
+        struct cp_source src = { .rootfd = j->context_fd, .ignore = j->ignore };
+        _cleanup_close_ int srcfd = -1;
+
+        if (j->chown && *j->chown) {
+                if (bld_user_resolve(rootfd, j->chown, &j->opts.uid, &j->opts.gid, NULL, NULL, err) < 0)
+                        return -1;
+                j->opts.chown = true;
+        }
+        if (j->src_lowers) {
+                srcfd = mount_readonly(j->src_lowers, j->n_src_lowers, j->st->b->userxattr, err);
+                if (srcfd < 0)
+                        return -1;
+                src.rootfd = srcfd;
+                src.ignore = NULL;
+                src.keep_owners = true;
+        }
+        return cp_copy(&src, rootfd, &j->opts, err);
+}
+
+static bool is_url(const char *s)
+{
+        return strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0 || strncmp(s, "git@", 4) == 0;
+}
+
+/* A source "<<EOF" (or "<<-EOF", "<<'EOF'") names a heredoc: its name, else the source. */
+static const char *heredoc_source(const struct df_copy *c, const char *src)
+{
+        const char *p = src;
+        size_t i, n;
+
+        if (strncmp(p, "<<", 2) != 0)
+                return src;
+        p += 2;
+        if (*p == '-')
+                p++;
+        if (*p == '"' || *p == '\'')
+                p++;
+        n = strcspn(p, "\"'");
+        for (i = 0; i < c->n_heredocs; i++)
+                if (strlen(c->heredocs[i].name) == n && strncmp(c->heredocs[i].name, p, n) == 0)
+                        return c->heredocs[i].name;
+        return src;
+}
+
+static char *copy_history(const struct df_instr *in)
+{
+        struct kiln_buf h = KILN_BUF_INIT;
+        size_t i;
+
+        kiln_buf_adds(&h, df_instr_name(in->kind), NULL);
+        if (in->copy.from.text)
+                kiln_buf_addf(&h, NULL, " --from=%s", in->copy.from.text);
+        for (i = 0; i < in->copy.n_srcs; i++)
+                kiln_buf_addf(&h, NULL, " %s", in->copy.srcs[i].text);
+        kiln_buf_addf(&h, NULL, " %s", in->copy.dest.text);
+        return kiln_buf_detach(&h, NULL);
+}
+
+/* COPY --from: an earlier stage by name or index, else an image. */
+static int copy_source(struct bld_stage *st, const struct df_instr *in, struct bld_image_layers *img,
+                       const char ***ret_lowers, size_t *ret_n, char **ret_rootfs, struct kiln_error **err)
+{
+        struct bld_build *b = st->b;
+        const struct df_gstage *gs = &b->o->graph->stages[st->index];
+        size_t i;
+
+        for (i = 0; i < gs->n_edges; i++) {
+                const struct df_edge *e = &gs->edges[i];
+                if (e->instr->node != in->node || e->kind != DF_EDGE_COPY)
+                        continue;
+                if (e->stage != SIZE_MAX) {
+                        *ret_lowers = lowers_top_first(&b->stages[e->stage]);
+                        *ret_n = b->stages[e->stage].n_lowers;
+                        return 0;
+                }
+                if (resolve_image(b, e->image, b->o->platform, img, err) < 0 ||
+                    image_rootfs(b, img, ret_rootfs, err) < 0)
+                        return -1;
+                *ret_lowers = xcalloc(2, sizeof(char *));
+                (*ret_lowers)[0] = *ret_rootfs;
+                *ret_n = 1;
+                return 0;
+        }
+        return kiln_error_new(err, KILN_ERR_INVALID, "COPY --from=%s: the stage graph has no such source",
+                              in->copy.from.text);
+}
+
+static int step_copy(struct bld_stage *st, const struct df_instr *in, struct kiln_error **err)
+{
+        struct bld_build *b = st->b;
+        const struct df_copy *c = &in->copy;
+        struct copy_job j = { .st = st, .context_fd = b->o->context_fd, .ignore = b->o->ignore };
+        struct bld_image_layers img = { 0 };
+        _cleanup_free_ char *upper = NULL, *work = NULL, *history = NULL, *rootfs = NULL;
+        _cleanup_free_ const char **lowers = NULL, **srcs = NULL, **excludes = NULL, **names = NULL,
+                                  **datas = NULL;
+        _cleanup_free_ size_t *lens = NULL;
+        _cleanup_(strv_freep) char **inline_bodies = NULL;
+        struct sb_rootfs root;
+        size_t i;
+        int r = -1;
+
+        for (i = 0; i < c->n_srcs; i++)
+                if (is_url(c->srcs[i].text))
+                        return kiln_error_new(err, KILN_ERR_UNSUPPORTED, "%s of a URL is not supported yet",
+                                              df_instr_name(in->kind));
+        srcs = xcalloc(c->n_srcs + 1, sizeof(char *));
+        for (i = 0; i < c->n_srcs; i++)
+                srcs[i] = heredoc_source(c, c->srcs[i].text);
+        excludes = xcalloc(c->n_excludes + 1, sizeof(char *));
+        for (i = 0; i < c->n_excludes; i++)
+                excludes[i] = c->excludes[i].text;
+        names = xcalloc(c->n_heredocs + 1, sizeof(char *));
+        datas = xcalloc(c->n_heredocs + 1, sizeof(char *));
+        lens = xcalloc(c->n_heredocs + 1, sizeof(size_t));
+        for (i = 0; i < c->n_heredocs; i++) {
+                names[i] = c->heredocs[i].name;
+                datas[i] = c->heredocs[i].content;
+                lens[i] = c->heredocs[i].content_len;
+        }
+        j.opts = (struct cp_opts){
+                .srcs = srcs, .n_srcs = c->n_srcs, .dest = c->dest.text,
+                .workdir = bld_config_string(st->config, "WorkingDir"),
+                .chmod = c->chmod.text != NULL, .chmod_spec = c->chmod.text,
+                .excludes = excludes, .n_excludes = c->n_excludes, .parents = c->parents,
+                .inline_names = names, .inline_data = datas, .inline_len = lens, .n_inline = c->n_heredocs,
+                .add = in->kind == DF_INSTR_ADD && c->unpack != 0,
+        };
+        if (!j.opts.workdir || !*j.opts.workdir)
+                j.opts.workdir = "/";
+        j.chown = c->chown.text;
+        if (c->from.text && copy_source(st, in, &img, &j.src_lowers, &j.n_src_lowers, &rootfs, err) < 0)
+                goto out;
+        if (step_dirs(st, &upper, &work, err) < 0)
+                goto out;
+        lowers = lowers_top_first(st);
+        root = (struct sb_rootfs){ .lowers = lowers, .n_lowers = st->n_lowers, .upper = upper, .work = work };
+        if (sb_call(&root, &b->env, copy_in_sandbox, &j, err) < 0)
+                goto out;
+        history = copy_history(in);
+        r = commit(st, upper, history, err);
+out:
+        if (j.src_lowers)
+                free(j.src_lowers);
+        bld_image_layers_release(&img);
+        return r;
+}
+
+/* WORKDIR: the path (relative to the previous one) becomes the working directory, made when
+ * missing, as Docker does. */
+static int mkdir_in_sandbox(void *ctx, int rootfd, struct kiln_error **err)
+{
+        const char *path = ctx;
+        _cleanup_free_ char *copy = xstrdup(path);
+        char *p = copy, *slash;
+
+        for (;;) {
+                slash = strchr(p + 1, '/');
+                if (slash)
+                        *slash = '\0';
+                if (*copy && strcmp(copy, "/") != 0) {
+                        _cleanup_close_ int fd = kiln_open_in_root(rootfd, copy, O_PATH | O_DIRECTORY, 0, NULL);
+                        if (fd < 0) {
+                                _cleanup_free_ char *parent = NULL;
+                                _cleanup_close_ int pfd = -1;
+                                const char *base = strrchr(copy, '/');
+                                parent = base && base != copy ? xstrndup(copy, (size_t) (base - copy)) : xstrdup("/");
+                                pfd = kiln_open_in_root(rootfd, parent, O_PATH | O_DIRECTORY, 0, err);
+                                if (pfd < 0)
+                                        return -1;
+                                if (mkdirat(pfd, base ? base + 1 : copy, 0755) < 0 && errno != EEXIST)
+                                        return kiln_error_errno(err, KILN_ERR_IO, "WORKDIR: mkdir '%s'", copy);
+                        }
+                }
+                if (!slash)
+                        return 0;
+                *slash = '/';
+                p = slash;
+        }
+}
+
+static char *join_path(const char *base, const char *path)
+{
+        if (path[0] == '/')
+                return xstrdup(path);
+        if (!base || !*base)
+                return xasprintf("/%s", path);
+        return xasprintf("%s%s%s", base, base[strlen(base) - 1] == '/' ? "" : "/", path);
+}
+
+static int step_workdir(struct bld_stage *st, const struct df_instr *in, struct kiln_error **err)
+{
+        struct bld_build *b = st->b;
+        _cleanup_free_ char *path = join_path(bld_config_string(st->config, "WorkingDir"), in->text.word.text);
+        _cleanup_free_ char *upper = NULL, *work = NULL, *history = NULL;
+        _cleanup_free_ const char **lowers = NULL;
+        struct sb_rootfs root;
+
+        json_object_set_new(bld_config_run(st->config), "WorkingDir", json_string(path));
+        if (step_dirs(st, &upper, &work, err) < 0)
+                return -1;
+        lowers = lowers_top_first(st);
+        root = (struct sb_rootfs){ .lowers = lowers, .n_lowers = st->n_lowers, .upper = upper, .work = work };
+        if (sb_call(&root, &b->env, mkdir_in_sandbox, path, err) < 0)
+                return -1;
+        history = xasprintf("WORKDIR %s", path);
+        return commit(st, upper, history, err);
+}
+
+/* ---- the stage ---- */
+
+static int step(struct bld_stage *st, struct bld_step *s, struct df_eval *ev, const struct df_instr *in,
+                struct kiln_error **err)
+{
+        _cleanup_free_ char *history = NULL;
+
+        switch (in->kind) {
+        case DF_INSTR_RUN:
+                return step_run(st, s, ev, in, err);
+        case DF_INSTR_COPY:
+        case DF_INSTR_ADD:
+                return step_copy(st, in, err);
+        case DF_INSTR_WORKDIR:
+                return step_workdir(st, in, err);
+        case DF_INSTR_ARG:
+                return 0; /* scoping only: df_eval has applied it, and its value is never kept */
+        case DF_INSTR_ENV:
+        case DF_INSTR_LABEL:
+        case DF_INSTR_EXPOSE:
+        case DF_INSTR_CMD:
+        case DF_INSTR_ENTRYPOINT:
+        case DF_INSTR_USER:
+        case DF_INSTR_VOLUME:
+        case DF_INSTR_STOPSIGNAL:
+        case DF_INSTR_HEALTHCHECK:
+        case DF_INSTR_SHELL:
+        case DF_INSTR_ONBUILD:
+        case DF_INSTR_MAINTAINER:
+                if (bld_config_apply(st->config, in, &st->cmd_inherited, &history, err) < 0)
+                        return -1;
+                bld_config_add_history(st->config, st->b->created, history, true);
+                return 0;
+        case DF_INSTR_FROM:
+        case _DF_INSTR_MAX:
+                break;
+        }
+        return kiln_error_new(err, KILN_ERR_INVALID, "unexpected %s", df_instr_name(in->kind));
+}
+
+static bool is_step(enum df_instr_kind kind)
+{
+        return kind == DF_INSTR_RUN || kind == DF_INSTR_COPY || kind == DF_INSTR_ADD || kind == DF_INSTR_WORKDIR;
+}
+
+/* Places an error at the instruction unless it has a position. */
+static int locate(struct bld_stage *st, const struct df_instr *in, struct kiln_error **err)
+{
+        const char *name = df_instr_name(in->kind);
+
+        if (*err && !(*err)->file) {
+                /* COPY's own messages already say "COPY: " */
+                if (strncmp((*err)->msg, name, strlen(name)) != 0)
+                        kiln_error_wrap(err, "%s", name);
+                df_error_locate(*err, st->b->o->graph->df->syn, in->node, 0);
+        }
+        return -1;
+}
+
+int bld_stage_run(struct bld_stage *st, struct kiln_error **err)
+{
+        struct bld_build *b = st->b;
+        const struct df_gstage *gs = &b->o->graph->stages[st->index];
+        const struct df_stage *ds = gs->stage;
+        struct bld_step s = { 0 };
+        struct df_eval ev;
+        const struct df_instr *in;
+        _cleanup_free_ const char **env = NULL;
+        size_t n_env = 0;
+        unsigned count = 1, index = 1;
+        size_t i;
+        int r = -1;
+
+        /* Steps are what changes files, as BuildKit shows them; metadata is not a step. */
+        for (i = 0; i < ds->n_instrs; i++)
+                count += is_step(ds->instrs[i].kind);
+
+        bld_step_start(st, &s, index, ds->from, count);
+        if (step_from(st, err) < 0) {
+                locate(st, ds->from, err);
+                bld_step_error(&s, *err, NULL);
+                step_release(&s);
+                return -1;
+        }
+        bld_step_done(&s);
+        step_release(&s);
+        env = bld_config_env(st->config, &n_env);
+        df_eval_init(&ev, b->o->graph, st->index, env, n_env);
+        for (;;) {
+                struct bld_step cur = { 0 };
+
+                if (bld_build_failed(b)) {
+                        r = kiln_error_new(err, KILN_ERR_GENERIC, "stopped: another stage failed");
+                        break;
+                }
+                if (df_eval_next(&ev, &in, err) < 0)
+                        break;
+                if (!in) {
+                        r = 0;
+                        break;
+                }
+                if (!is_step(in->kind)) {
+                        if (step(st, &cur, &ev, in, err) < 0) {
+                                locate(st, in, err);
+                                break;
+                        }
+                        continue;
+                }
+                index++;
+                bld_step_start(st, &cur, index, in, count);
+                if (step(st, &cur, &ev, in, err) < 0) {
+                        _cleanup_free_ char *tail = step_tail(&cur);
+                        locate(st, in, err);
+                        bld_step_error(&cur, *err, tail);
+                        step_release(&cur);
+                        break;
+                }
+                bld_step_done(&cur);
+                step_release(&cur);
+        }
+        df_eval_release(&ev);
+        return r;
+}

@@ -101,6 +101,11 @@ void bld_step_error(struct bld_step *s, const struct kiln_error *e, const char *
         bld_step_event(s, &ev);
 }
 
+bool bld_build_has_ranges(const struct bld_build *b)
+{
+        return b->isolation == SB_ISOLATION_USERNS && b->env.n_uid_map > 0;
+}
+
 bool bld_build_failed(struct bld_build *b)
 {
         bool failed;
@@ -317,8 +322,22 @@ static int run_wave(struct bld_build *b, unsigned wave, struct kiln_error **err)
         return 0;
 }
 
+struct scratch_job {
+        struct layer_store *store;
+        const char *name;
+};
+
+static int remove_scratch(void *ctx, int unused, struct kiln_error **err)
+{
+        struct scratch_job *j = ctx;
+
+        layer_store_scratch_remove(j->store, j->name);
+        return 0;
+}
+
 static void build_release(struct bld_build *b)
 {
+        struct scratch_job j = { .store = b->o->store, .name = b->scratch_name };
         size_t i;
 
         for (i = 0; b->stages && i < b->o->graph->n_stages; i++)
@@ -326,6 +345,9 @@ static void build_release(struct bld_build *b)
         free(b->stages);
         if (b->scratchfd >= 0)
                 close(b->scratchfd);
+        /* Steps' files may belong to subordinate ids: removed from inside the namespace. */
+        if (b->scratch_name && bld_build_has_ranges(b))
+                (void) sb_unshare(&b->env, remove_scratch, &j, NULL);
         if (b->scratch_name)
                 layer_store_scratch_remove(b->o->store, b->scratch_name);
         free(b->scratch_name);

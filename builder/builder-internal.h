@@ -97,6 +97,15 @@ int sb_call(const struct sb_rootfs *root, const struct sb_env *env,
             int (*fn)(void *ctx, int rootfd, struct kiln_error **err), void *ctx,
             struct kiln_error **err);
 
+/**
+ * Calls fn(ctx, -1, err) in a child in the namespaces of `env` (a user namespace with its maps,
+ * as root there) without any root filesystem: for work on files owned by subordinate ids, such
+ * as extracting a base image so its owners land in the range, or removing a step's directories.
+ * fn's failure comes back as for sb_call().
+ */
+int sb_unshare(const struct sb_env *env, int (*fn)(void *ctx, int rootfd, struct kiln_error **err),
+               void *ctx, struct kiln_error **err);
+
 /** What this machine allows, with the reason in `why` ("running as root", "unprivileged user
  * namespaces are disabled: /proc/sys/user/max_user_namespaces is 0"). */
 int sb_probe(enum sb_isolation *ret, char **ret_why, struct kiln_error **err);
@@ -139,6 +148,8 @@ struct cp_opts {
         size_t n_inline;
         bool add;                   /* ADD: a local tar archive (gzip, bzip2, xz, zstd, by
                                      * content) is extracted into the destination */
+        bool only_root;             /* only id 0 exists (a single-id user namespace): copies
+                                     * and archive entries become root's instead of failing */
 };
 
 /**
@@ -277,6 +288,8 @@ void bld_step_event(struct bld_step *s, struct bld_event *ev);
 void bld_step_done(struct bld_step *s);
 void bld_step_error(struct bld_step *s, const struct kiln_error *e, const char *tail);
 bool bld_build_failed(struct bld_build *b);
+/** Whether RUN has subordinate ids (a user namespace with /etc/subuid ranges). */
+bool bld_build_has_ranges(const struct bld_build *b);
 
 /** Maps the owners recorded in a step's changes back to the ids inside the build's user
  * namespace (identity outside one). */

@@ -88,6 +88,22 @@ static int source_changes(struct layer_store *store, const char *source, struct 
         return layer_changes_from_tree(scratch, ret, err);
 }
 
+/* Rootless: the files the caller owns are root's in the image, as in a user namespace that maps
+ * the caller to 0 (rootless podman and buildah do the same). Recorded owners are kept. */
+static void map_caller_to_root(struct layer_changes *changes)
+{
+        uid_t uid = geteuid();
+        gid_t gid = getegid();
+        size_t i;
+
+        for (i = 0; i < changes->n; i++) {
+                if (changes->entries[i].st.st_uid == uid)
+                        changes->entries[i].st.st_uid = 0;
+                if (changes->entries[i].st.st_gid == gid)
+                        changes->entries[i].st.st_gid = 0;
+        }
+}
+
 static int run_import(void *state, char **args, unsigned n_args, struct cli_ctx *ctx,
                       struct kiln_error **err)
 {
@@ -117,6 +133,8 @@ static int run_import(void *state, char **args, unsigned n_args, struct cli_ctx 
                 return -1;
         if (source_changes(store, args[0], ctx, &scratch, &changes, err) < 0)
                 goto out;
+        if (geteuid() != 0)
+                map_caller_to_root(&changes);
         wo.compression = o->compression;
         wo.source_date_epoch = epoch;
         if (layer_store_blob_begin(store, &w, err) < 0)

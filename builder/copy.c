@@ -1732,7 +1732,7 @@ static int unpack(const struct plan *p, const struct item *it, int in, int scrat
                   struct kiln_error **err)
 {
         _cleanup_(kiln_error_freep) struct kiln_error *xerr = NULL;
-        struct layer_extract_opts xo = { .record_owner = p->opts->chown };
+        struct layer_extract_opts xo = { .record_owner = p->opts->chown || p->opts->only_root };
         struct layer_extract_stats stats = { 0 };
 
         /* With --chown the archive's ids do not matter: record them rather than fail to set
@@ -1896,7 +1896,7 @@ int cp_copy(const struct cp_source *src, int destfd, const struct cp_opts *opts,
                 .srcroot = src->rootfd,
                 .destroot = destfd,
                 .ignore = src->ignore,
-                .owner = opts->chown ? OWNER_SET : src->keep_owners ? OWNER_KEEP : OWNER_ROOT,
+                .owner = opts->chown ? OWNER_SET : src->keep_owners && !opts->only_root ? OWNER_KEEP : OWNER_ROOT,
                 .uid = opts->uid,
                 .gid = opts->gid,
                 .buf = buf,

@@ -21,7 +21,8 @@ static const struct cli_verb *const verbs[] = {
         &cli_verb_build,
         &cli_verb_parse,  &cli_verb_graph,  &cli_verb_context, &cli_verb_import, &cli_verb_images,
         &cli_verb_rmi,    &cli_verb_prune,  &cli_verb_store,   &cli_verb_layer,  &cli_verb_pull,
-        &cli_verb_push,   &cli_verb_inspect, &cli_verb_login,  &cli_verb_logout, &cli_verb_version,
+        &cli_verb_push,   &cli_verb_inspect, &cli_verb_login,  &cli_verb_logout, &cli_verb_unshare,
+        &cli_verb_version,
 };
 
 static const struct cli_verb *find_verb(const char *name)

@@ -1088,7 +1088,11 @@ _noreturn_ static void init_main(struct child *c)
         }
         /* A container's umask, whatever the caller's is: layers must not depend on it. */
         umask(022);
-        if (!c->run) {
+        if (!c->root) {
+                /* sb_unshare: only the namespaces, no root filesystem */
+                if (call_fn(c) < 0)
+                        child_exit(c, 1);
+        } else if (!c->run) {
                 if (mount_rootfs(c) < 0 || call_fn(c) < 0)
                         child_exit(c, 1);
         } else {
@@ -1544,17 +1548,21 @@ static int finish(const struct child *c, const struct outcome *o, int *ret_statu
 {
         _cleanup_free_ char *how = NULL;
 
+        const char *upper = c->root ? c->root->upper : NULL;
+
         if (o->err.type == MSG_ERROR) {
-                (void) remove_stubs(c->root->upper, o->stubs, NULL);
+                if (upper)
+                        (void) remove_stubs(upper, o->stubs, NULL);
                 return child_error(&o->err, err);
         }
         if (!o->have_status) {
-                (void) remove_stubs(c->root->upper, o->stubs, NULL);
+                if (upper)
+                        (void) remove_stubs(upper, o->stubs, NULL);
                 how = describe_status(o->keeper_status);
                 return kiln_error_new(err, KILN_ERR_CHILD,
                                       "sandbox: ended before its command did (%s)", how);
         }
-        if (remove_stubs(c->root->upper, o->stubs, err) < 0)
+        if (upper && remove_stubs(upper, o->stubs, err) < 0)
                 return -1;
         if (ret_status)
                 *ret_status = o->status;
@@ -1653,6 +1661,24 @@ int sb_call(const struct sb_rootfs *root, const struct sb_env *env,
 
         if (check_setup(root, env, err) < 0)
                 return -1;
+        if (!fn)
+                return kiln_error_new(err, KILN_ERR_INVALID, "sandbox: no function");
+        c.fn = fn;
+        c.ctx = ctx;
+        if (spawn(&c, &o, err) < 0)
+                return -1;
+        return finish(&c, &o, NULL, err);
+}
+
+int sb_unshare(const struct sb_env *env, int (*fn)(void *ctx, int rootfd, struct kiln_error **err),
+               void *ctx, struct kiln_error **err)
+{
+        struct child c = child_init(NULL, env);
+        struct outcome o = { .keeper_status = 0 };
+
+        if (env->n_uid_map > MAX_ID_LINES || env->n_gid_map > MAX_ID_LINES ||
+            (env->n_uid_map && !env->uid_map) || (env->n_gid_map && !env->gid_map))
+                return kiln_error_new(err, KILN_ERR_INVALID, "sandbox: invalid id maps");
         if (!fn)
                 return kiln_error_new(err, KILN_ERR_INVALID, "sandbox: no function");
         c.fn = fn;

@@ -224,22 +224,49 @@ static int resolve_image(struct bld_build *b, const char *ref, const char *platf
         return bld_image_layers(b->o->store, normal, ret, err);
 }
 
-/* The root filesystem directory of an image's layers (the empty directory for none). */
+struct rootfs_job {
+        struct layer_store *store;
+        const struct bld_image_layers *img;
+        struct layer_extract_opts xo;
+        char *path;
+};
+
+static int make_rootfs(void *ctx, int unused, struct kiln_error **err)
+{
+        struct rootfs_job *j = ctx;
+        int fd = layer_store_rootfs(j->store, (const char(*)[LAYER_DIGEST_SIZE]) j->img->digests,
+                                    (const char(*)[LAYER_DIGEST_SIZE]) j->img->diff_ids, j->img->n, &j->xo,
+                                    &j->path, err);
+
+        if (fd < 0)
+                return -1;
+        close(fd);
+        return 0;
+}
+
+/* The root filesystem directory of an image's layers (the empty directory for none). With
+ * subordinate ids it is made inside the build's user namespace, so the files' owners are the
+ * ids RUN will see; with a single id, owners are recorded (user.kiln.owner) instead. */
 static int image_rootfs(struct bld_build *b, const struct bld_image_layers *img, char **ret_path,
                         struct kiln_error **err)
 {
-        struct layer_extract_opts xo = { .record_owner = b->isolation != SB_ISOLATION_ROOT };
-        int fd;
+        struct rootfs_job j = { .store = b->o->store, .img = img };
 
         if (img->n == 0) {
                 *ret_path = xstrdup(b->empty_dir);
                 return 0;
         }
-        fd = layer_store_rootfs(b->o->store, (const char(*)[LAYER_DIGEST_SIZE]) img->digests,
-                                (const char(*)[LAYER_DIGEST_SIZE]) img->diff_ids, img->n, &xo, ret_path, err);
-        if (fd < 0)
+        if (bld_build_has_ranges(b)) {
+                if (sb_unshare(&b->env, make_rootfs, &j, err) < 0)
+                        return -1;
+                /* the child made it; find its path here */
+                j.xo.record_owner = false;
+        } else {
+                j.xo.record_owner = b->isolation != SB_ISOLATION_ROOT;
+        }
+        if (make_rootfs(&j, -1, err) < 0)
                 return -1;
-        close(fd);
+        *ret_path = j.path;
         return 0;
 }
 
@@ -598,6 +625,7 @@ static int step_copy(struct bld_stage *st, const struct df_instr *in, struct kil
                 .excludes = excludes, .n_excludes = c->n_excludes, .parents = c->parents,
                 .inline_names = names, .inline_data = datas, .inline_len = lens, .n_inline = c->n_heredocs,
                 .add = in->kind == DF_INSTR_ADD && c->unpack != 0,
+                .only_root = b->isolation == SB_ISOLATION_USERNS && b->env.n_uid_map == 0,
         };
         if (!j.opts.workdir || !*j.opts.workdir)
                 j.opts.workdir = "/";

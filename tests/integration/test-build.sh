@@ -12,7 +12,8 @@ WORK=$(mktemp -d)
 . "$HERE/lib/registry.sh"
 # shellcheck source=lib/tap.sh
 . "$HERE/lib/tap.sh"
-trap 'registry_cleanup; rm -rf "$WORK"' EXIT
+# A rootless build's files may belong to subordinate ids: removed from inside the namespace.
+trap 'registry_cleanup; "$KILN" unshare -- rm -rf "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
 export KILN_ROOT="$WORK/store" REGISTRY_AUTH_FILE="$WORK/auth.json" DOCKER_CONFIG="$WORK/docker"
 export XDG_CONFIG_HOME="$WORK/xdg"
 unset SOURCE_DATE_EPOCH http_proxy https_proxy HTTP_PROXY HTTPS_PROXY
@@ -25,10 +26,20 @@ have=1
 need skopeo command -v skopeo || have=0
 need umoci command -v umoci || have=0
 need busybox-static _registry_is_static /bin/busybox || have=0
-if [ "$(id -u)" != 0 ]; then
-        need "root (this test builds as root; the rootless run is test-build-rootless)" false || have=0
-fi
 [ "$have" = 1 ] || finish
+
+# Who runs this: root, or a user with /etc/subuid ranges (all ids in RUN), or one without (only
+# id 0 in RUN: USER and --chown to other ids fail, and say so). test-build-rootless runs this
+# file as an unprivileged user both ways.
+if [ "$(id -u)" = 0 ]; then
+        MODE=root
+elif grep -q -e "^$(id -un):" -e "^$(id -u):" /etc/subuid 2>/dev/null && command -v newuidmap >/dev/null; then
+        MODE=ranges
+else
+        MODE=single
+fi
+echo "# running as $(id -un) ($(id -u)): $MODE"
+ids() { [ "$MODE" != single ]; } # other ids than 0 exist in RUN
 
 # --- a base image: busybox with its applets, a passwd with root and app (1000) -------------------
 B="$WORK/base"
@@ -40,8 +51,20 @@ printf 'root:x:0:\napp:x:1000:\nstaff:x:50:app\n' >"$B/etc/group"
 echo "from the base" >"$B/etc/motd"
 echo "delete me" >"$B/var/lib/gone/file"
 chmod 1777 "$B/tmp"
-chown -R 1000:1000 "$B/home/app"
-check "the base image is imported" run 0 "$KILN" import -t kiln-test/busybox:1 "$B"
+if [ "$MODE" = root ]; then
+        chown -R 1000:1000 "$B/home/app"
+        check "the base image is imported" run 0 "$KILN" import -t kiln-test/busybox:1 "$B"
+else
+        # Rootless, the caller's files are root's in the image; app's home is chowned in RUN.
+        check "the base image is imported" run 0 "$KILN" import -t kiln-test/busybox:0 "$B"
+        mkdir -p "$WORK/ctx-base"
+        if ids; then
+                printf 'FROM kiln-test/busybox:0\nRUN chown -R 1000:1000 /home/app\n' >"$WORK/ctx-base/Dockerfile"
+        else
+                printf 'FROM kiln-test/busybox:0\n' >"$WORK/ctx-base/Dockerfile"
+        fi
+        check "  and prepared with kiln build ($MODE)" run 0 "$KILN" build -t kiln-test/busybox:1 "$WORK/ctx-base"
+fi
 
 # build NAME DOCKERFILE [kiln build args...]: the context is $WORK/ctx-NAME (made if missing)
 build() {
@@ -62,9 +85,28 @@ built() { # built: the last build succeeded (else show why)
         fi
 }
 unpack() { # unpack NAME: the image unpacked with umoci into $WORK/u-NAME
+        local rootless=()
+        [ "$MODE" = root ] || rootless=(--rootless)
         rm -rf "$WORK/u-$1"
-        umoci unpack --image "$KILN_ROOT:$1" "$WORK/u-$1" >/dev/null 2>"$WORK/umoci.err" ||
+        umoci unpack "${rootless[@]}" --image "$KILN_ROOT:$1" "$WORK/u-$1" >/dev/null 2>"$WORK/umoci.err" ||
                 { sed 's/^/# /' "$WORK/umoci.err"; return 1; }
+}
+owner() { # owner NAME PATH: uid:gid of PATH as the image's layers record it (the last one wins)
+        "$PY" - "$KILN_ROOT" "$1" "$2" <<'PYEOF'
+import json, os, sys, tarfile
+root, name, path = sys.argv[1], sys.argv[2], sys.argv[3].lstrip("/")
+def blob(d):
+    return os.path.join(root, "blobs", "sha256", d.split(":")[1])
+index = json.load(open(os.path.join(root, "index.json")))
+m = [x for x in index["manifests"] if x.get("annotations", {}).get("org.opencontainers.image.ref.name") == name][0]
+found = None
+for layer in json.load(open(blob(m["digest"])))["layers"]:
+    with tarfile.open(blob(layer["digest"])) as t:
+        for e in t:
+            if e.name.rstrip("/") == path:
+                found = "%d:%d" % (e.uid, e.gid)
+print(found)
+PYEOF
 }
 config() { # config NAME: skopeo's view of the image config, to $WORK/config.json
         sk inspect --raw --config "oci:$KILN_ROOT:$1" >"$WORK/config.json" 2>"$WORK/skopeo.err"
@@ -93,7 +135,9 @@ check "  a directory RUN removed is gone (whiteout)" [ ! -e "$WORK/u-basic/rootf
 check "  RUN's mounts left no trace (no /proc, /dev, /etc/hosts stubs)" \
         bash -c '[ ! -e "$1/proc" ] && [ ! -e "$1/dev" ] && [ ! -e "$1/etc/hosts" ] && [ ! -e "$1/etc/resolv.conf" ]' _ "$WORK/u-basic/rootfs"
 config basic
-check "  3 layers: the base and two RUNs" cfg 'len(c["rootfs"]["diff_ids"]) == 3'
+base_layers=$(sk inspect --raw --config "oci:$KILN_ROOT:kiln-test/busybox:1" 2>/dev/null |
+        "$PY" -c 'import json,sys; print(len(json.load(sys.stdin)["rootfs"]["diff_ids"]))')
+check "  the base's layers and two RUNs" cfg "len(c['rootfs']['diff_ids']) == $base_layers + 2"
 check "  history says RUN, without a layer for nothing" cfg 'c["history"][-1]["created_by"].startswith("RUN /bin/sh -c rm")'
 check "  a default PATH" cfg 'any(e.startswith("PATH=/usr/local/sbin:") for e in c["config"]["Env"])'
 check "the store is clean" run 0 "$KILN" store fsck
@@ -154,21 +198,31 @@ build env 'FROM kiln-test/busybox:1
 ARG VERSION=1.2
 ENV FROM_ENV=yes
 WORKDIR /work
-RUN echo "$VERSION $FROM_ENV $(pwd) $(id -u) $(hostname)" > /run.txt
-USER app
-RUN id -u > /tmp/uid && id -G > /tmp/groups && echo ok > /home/app/mine
-USER 1000:50
-RUN id -g > /tmp/gid' -t env --build-arg VERSION=2.0
+RUN echo "$VERSION $FROM_ENV $(pwd) $(id -u) $(hostname)" > /run.txt' -t env --build-arg VERSION=2.0
 check "RUN sees ARG (overridden by --build-arg), ENV, WORKDIR, root, a hostname" built
 unpack env
 check "  ($(cat "$WORK/u-env/rootfs/run.txt" 2>/dev/null))" \
         bash -c '[ "$(cut -d" " -f1-4 "$1")" = "2.0 yes /work 0" ]' _ "$WORK/u-env/rootfs/run.txt"
-check "  USER app runs as 1000" [ "$(cat "$WORK/u-env/rootfs/tmp/uid" 2>/dev/null)" = 1000 ]
-check "  with its supplementary group staff (50)" bash -c 'grep -qw 50 "$1"' _ "$WORK/u-env/rootfs/tmp/groups"
-check "  USER 1000:50 runs with gid 50" [ "$(cat "$WORK/u-env/rootfs/tmp/gid" 2>/dev/null)" = 50 ]
-check "  a file app made is owned by 1000" [ "$(stat -c %u "$WORK/u-env/rootfs/home/app/mine" 2>/dev/null)" = 1000 ]
+check "  the file RUN made as root is root's" [ "$(owner env /run.txt)" = 0:0 ]
 config env
 check "  the ARG value is not in the history" cfg 'not any("2.0" in h["created_by"] for h in c["history"])'
+build user 'FROM kiln-test/busybox:1
+USER app
+RUN id -u > /tmp/uid && id -G > /tmp/groups && echo ok > /home/app/mine
+USER 1000:50
+RUN id -g > /tmp/gid' -t user
+if ids; then
+        check "USER switches RUN's user" built
+        unpack user
+        check "  USER app runs as 1000" [ "$(cat "$WORK/u-user/rootfs/tmp/uid" 2>/dev/null)" = 1000 ]
+        check "  with its supplementary group staff (50)" bash -c 'grep -qw 50 "$1"' _ "$WORK/u-user/rootfs/tmp/groups"
+        check "  USER 1000:50 runs with gid 50" [ "$(cat "$WORK/u-user/rootfs/tmp/gid" 2>/dev/null)" = 50 ]
+        check "  a file app made is owned by 1000 in the layer" [ "$(owner user /home/app/mine)" = 1000:1000 ]
+else
+        check "USER app without subordinate ids fails (1)" [ "$BUILD_RC" = 1 ]
+        check "  saying the id is not mapped" has "not mapped" "$WORK/err"
+        check "  and kiln warned at the start" has "only uid and gid 0 exist in RUN" "$WORK/err"
+fi
 
 # --- COPY and ADD --------------------------------------------------------------------------------
 C="$WORK/ctx-copy"
@@ -186,7 +240,7 @@ build copy 'FROM kiln-test/busybox:1
 COPY src/one.txt /one
 COPY src/*.txt /txt/
 COPY src /tree
-COPY --chown=app:staff --chmod=0600 src/two.txt /owned
+COPY --chmod=0600 src/two.txt /owned
 WORKDIR /rel
 COPY src/one.txt here.txt
 ADD pkg.tgz /extracted/
@@ -201,8 +255,17 @@ check "  keeps its mode (640)" [ "$(stat -c %a "$R/one" 2>/dev/null)" = 640 ]
 check "  wildcards into a directory" bash -c '[ -f "$1/txt/one.txt" ] && [ -f "$1/txt/two.txt" ]' _ "$R"
 check "  a directory copies its contents" [ "$(cat "$R/tree/sub/deep.md" 2>/dev/null)" = deep ]
 check "  .dockerignore keeps *.log out" bash -c '[ ! -e "$1/tree/ignored.log" ]' _ "$R"
-check "  --chown=app:staff" [ "$(stat -c %u:%g "$R/owned" 2>/dev/null)" = 1000:50 ]
 check "  --chmod=0600" [ "$(stat -c %a "$R/owned" 2>/dev/null)" = 600 ]
+check "  files from the context are root's" [ "$(owner copy /one)" = 0:0 ]
+if ids; then
+        mkdir -p "$WORK/ctx-chown" && echo two >"$WORK/ctx-chown/two.txt"
+        build chown 'FROM kiln-test/busybox:1
+COPY --chown=app:staff two.txt /owned
+COPY --chown=1001:1002 two.txt /numeric' -t chown
+        check "COPY --chown" built
+        check "  --chown=app:staff (names from the image)" [ "$(owner chown /owned)" = 1000:50 ]
+        check "  --chown=1001:1002" [ "$(owner chown /numeric)" = 1001:1002 ]
+fi
 check "  relative to WORKDIR" [ "$(cat "$R/rel/here.txt" 2>/dev/null)" = one ]
 check "  ADD extracts a local tar.gz" [ "$(cat "$R/extracted/pkg/inside" 2>/dev/null)" = packed ]
 check "  a heredoc source" [ "$(cat "$R/inline.txt" 2>/dev/null)" = "inline content" ]

@@ -57,6 +57,8 @@ struct cli_frontend {
         const char *file;          /* -f/--file: path or "-" */
         const char *target;        /* --target */
         const char *platform;      /* --platform */
+        const char *file_source;   /* read the Dockerfile from here instead (a spooled stdin), */
+        const char *file_label;    /* naming it this in messages */
         struct df_vars build_args; /* --build-arg */
         /* filled by cli_frontend_load() */
         char *dockerfile_name; /* as shown in messages */

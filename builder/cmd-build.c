@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -17,6 +19,16 @@
 #include "registry/registry.h"
 
 enum progress_mode { PROGRESS_AUTO, PROGRESS_PLAIN, PROGRESS_QUIET };
+
+/* One -o: buildx's exporters but the registry one (which is --push). */
+enum output_kind { OUTPUT_OCI, OUTPUT_DOCKER, OUTPUT_LOCAL };
+
+struct output {
+        enum output_kind kind;
+        char *dest; /* a file, a directory, or "-" for stdout (oci, docker) */
+        bool tar;   /* oci: a tar stream (default) or a layout directory */
+        char *name; /* name=: the names inside the archive instead of the -t ones */
+};
 
 struct build_opts {
         struct cli_frontend fe;
@@ -34,6 +46,8 @@ struct build_opts {
         enum progress_mode progress;
         int64_t source_date_epoch;
         bool epoch_set;
+        struct output *outputs;
+        size_t n_outputs;
 };
 
 enum {
@@ -84,14 +98,79 @@ static int usage(struct kiln_error **err, const char *fmt, ...)
         return CLI_USAGE;
 }
 
+static int output_value(const char *field, const char *key, char **ret)
+{
+        size_t n = strlen(key);
+
+        if (strncmp(field, key, n) != 0 || field[n] != '=')
+                return 0;
+        free(*ret);
+        *ret = xstrdup(field + n + 1);
+        return 1;
+}
+
+/*
+ * buildx's spellings: "type=oci,dest=F[,tar=false][,name=N]", "type=docker,dest=F",
+ * "type=local,dest=DIR", "type=registry" (the same as --push); a bare path means type=local.
+ */
 static int parse_output(struct build_opts *o, const char *spec, struct kiln_error **err)
 {
-        /* buildx's forms; this increment knows type=registry (the same as --push). */
-        if (strcmp(spec, "type=registry") == 0 || strncmp(spec, "type=registry,", 14) == 0) {
+        _cleanup_free_ char *copy = xstrdup(spec);
+        _cleanup_free_ char *type = NULL, *tar = NULL;
+        struct output out = { .tar = true };
+        char *save = NULL, *field;
+
+        if (!strchr(spec, '=') && strcmp(spec, "-") != 0) {
+                out = (struct output){ .kind = OUTPUT_LOCAL, .dest = xstrdup(spec) };
+                goto add;
+        }
+        for (field = strtok_r(copy, ",", &save); field; field = strtok_r(NULL, ",", &save)) {
+                if (output_value(field, "type", &type) || output_value(field, "dest", &out.dest) ||
+                    output_value(field, "tar", &tar) || output_value(field, "name", &out.name))
+                        continue;
+                /* what buildx accepts and kiln has no use for */
+                if (strncmp(field, "push=", 5) == 0 || strncmp(field, "compression=", 12) == 0 ||
+                    strncmp(field, "oci-mediatypes=", 15) == 0)
+                        continue;
+                free(out.dest);
+                free(out.name);
+                return usage(err, "--output '%s': unknown field '%s'", spec, field);
+        }
+        if (type && strcmp(type, "registry") == 0) {
+                free(out.dest);
+                free(out.name);
                 o->push = true;
                 return 0;
         }
-        return usage(err, "--output '%s' is not supported yet (type=registry is)", spec);
+        if (type && strcmp(type, "oci") == 0)
+                out.kind = OUTPUT_OCI;
+        else if (type && strcmp(type, "docker") == 0)
+                out.kind = OUTPUT_DOCKER;
+        else if (type && strcmp(type, "local") == 0)
+                out.kind = OUTPUT_LOCAL;
+        else {
+                free(out.dest);
+                free(out.name);
+                return usage(err, "--output '%s': type wants oci, docker, local or registry%s", spec,
+                             type ? "" : " (type= is missing)");
+        }
+        if (tar && strcmp(tar, "false") == 0)
+                out.tar = false;
+        else if (tar && strcmp(tar, "true") != 0) {
+                free(out.dest);
+                free(out.name);
+                return usage(err, "--output '%s': tar wants true or false", spec);
+        }
+        if (!out.dest || !*out.dest || (strcmp(out.dest, "-") == 0 && (out.kind == OUTPUT_LOCAL || !out.tar))) {
+                free(out.dest);
+                free(out.name);
+                return usage(err, "--output '%s' needs dest=%s", spec,
+                             out.kind == OUTPUT_LOCAL || !out.tar ? "DIR" : "FILE (or - for stdout)");
+        }
+add:
+        o->outputs = xrealloc(o->outputs, (o->n_outputs + 1) * sizeof(*o->outputs));
+        o->outputs[o->n_outputs++] = out;
+        return 0;
 }
 
 static int build_option(void *state, int opt, const char *arg, struct kiln_error **err)
@@ -297,6 +376,252 @@ static int push_tags(struct build_opts *o, struct layer_store *store, struct reg
         return 0;
 }
 
+/* ---- outputs ---- */
+
+struct export_names {
+        struct layer_export_name *names;
+        char **strings;
+        size_t n, n_strings;
+};
+
+static void export_names_release(struct export_names *en)
+{
+        for (size_t i = 0; i < en->n_strings; i++)
+                free(en->strings[i]);
+        free(en->strings);
+        free(en->names);
+}
+
+static char *keep(struct export_names *en, char *s)
+{
+        en->strings = xrealloc(en->strings, (en->n_strings + 1) * sizeof(char *));
+        en->strings[en->n_strings++] = s;
+        return s;
+}
+
+/* The names in an archive: name= of the output, else every -t. */
+static int export_names(const struct build_opts *o, const struct output *out, struct export_names *en,
+                        struct kiln_error **err)
+{
+        const char *const *list = (const char *const *) o->tags;
+        size_t n = o->n_tags;
+
+        if (out->name) {
+                list = (const char *const *) &out->name;
+                n = 1;
+        }
+        en->names = xcalloc(n ? n : 1, sizeof(*en->names));
+        for (size_t i = 0; i < n; i++) {
+                struct reg_ref ref = { 0 };
+                char *full, *familiar;
+
+                if (reg_ref_parse(list[i], &ref, err) < 0)
+                        return kiln_error_wrap(err, "--output name");
+                full = keep(en, reg_ref_string(&ref));
+                /* Docker's short form: docker.io/library/app:1 is app:1 */
+                familiar = full;
+                if (strncmp(familiar, "docker.io/", 10) == 0)
+                        familiar += 10;
+                if (strncmp(familiar, "library/", 8) == 0 && familiar != full)
+                        familiar += 8;
+                en->names[i] = (struct layer_export_name){
+                        .full = full,
+                        .ref_name = keep(en, xstrdup(ref.tag ? ref.tag : "latest")),
+                        .familiar = familiar,
+                };
+                reg_ref_release(&ref);
+        }
+        en->n = n;
+        return 0;
+}
+
+/* A file written next to its destination and renamed over it: never half an archive. */
+static int export_tar_file(struct layer_store *store, const struct layer_export_image *img,
+                           const struct layer_export_opts *eo, const char *dest, struct kiln_error **err)
+{
+        _cleanup_free_ char *tmp = NULL;
+        _cleanup_close_ int fd = -1;
+
+        if (strcmp(dest, "-") == 0)
+                return layer_export_tar(store, img, eo, STDOUT_FILENO, err);
+        tmp = xasprintf("%s.kiln-XXXXXX", dest);
+        fd = mkostemp(tmp, O_CLOEXEC);
+        if (fd < 0)
+                return kiln_error_errno(err, KILN_ERR_IO, "--output: create '%s'", tmp);
+        if (layer_export_tar(store, img, eo, fd, err) < 0 || fchmod(fd, 0644) < 0 || fsync(fd) < 0 ||
+            rename(tmp, dest) < 0) {
+                if (!err || !*err)
+                        kiln_error_errno(err, KILN_ERR_IO, "--output: write '%s'", dest);
+                unlink(tmp);
+                return -1;
+        }
+        return 0;
+}
+
+static void export_warning(void *ctx, const char *msg)
+{
+        cli_warn(ctx, "warning: --output: %s", msg);
+}
+
+static int export_outputs(struct build_opts *o, struct layer_store *store, const struct bld_build_result *res,
+                          struct printer *p, struct kiln_error **err)
+{
+        const struct layer_export_image img = {
+                .digest = res->manifest_digest,
+                .media_type = res->manifest_media_type,
+                .size = res->manifest_size,
+        };
+
+        for (size_t i = 0; i < o->n_outputs; i++) {
+                const struct output *out = &o->outputs[i];
+                _cleanup_(export_names_release) struct export_names en = { 0 };
+                struct layer_export_opts eo = {
+                        .kind = out->kind == OUTPUT_DOCKER ? LAYER_EXPORT_DOCKER : LAYER_EXPORT_OCI,
+                        .mtime = o->epoch_set ? o->source_date_epoch : bld_source_date_epoch(),
+                };
+                int r;
+
+                if (eo.mtime < 0)
+                        eo.mtime = (int64_t) time(NULL);
+                if (out->kind == OUTPUT_LOCAL) {
+                        struct layer_extract_opts xo = {
+                                .ignore_owner = geteuid() != 0,
+                                .warn = export_warning,
+                                .warn_ctx = p->ctx,
+                        };
+                        print_line(p, "# exporting the root filesystem to %s", out->dest);
+                        r = layer_export_rootfs(store, res->manifest_digest, out->dest, &xo, err);
+                } else {
+                        if (export_names(o, out, &en, err) < 0)
+                                return -1;
+                        eo.names = en.names;
+                        eo.n_names = en.n;
+                        print_line(p, "# exporting to %s (%s%s)", strcmp(out->dest, "-") ? out->dest : "stdout",
+                                   out->kind == OUTPUT_DOCKER ? "docker archive" : "oci layout",
+                                   out->kind == OUTPUT_OCI && !out->tar ? " directory" : "");
+                        r = out->tar ? export_tar_file(store, &img, &eo, out->dest, err)
+                                     : layer_export_dir(store, &img, &eo, out->dest, err);
+                }
+                if (r < 0)
+                        return kiln_error_wrap(err, "--output %s", out->dest);
+        }
+        return 0;
+}
+
+static bool writes_stdout(const struct build_opts *o)
+{
+        for (size_t i = 0; i < o->n_outputs; i++)
+                if (strcmp(o->outputs[i].dest, "-") == 0)
+                        return true;
+        return false;
+}
+
+/* ---- a context on stdin ---- */
+
+struct scratch {
+        struct layer_store *store;
+        char *name;
+        int fd;
+};
+
+static void scratch_removep(struct scratch *s)
+{
+        if (s->fd >= 0)
+                close(s->fd);
+        if (s->name)
+                layer_store_scratch_remove(s->store, s->name);
+        free(s->name);
+}
+
+static bool looks_like_archive(const unsigned char *b, size_t n)
+{
+        static const struct {
+                size_t off, len;
+                const char *magic;
+        } magics[] = {
+                { 0, 2, "\x1f\x8b" },                 /* gzip */
+                { 0, 3, "BZh" },                       /* bzip2 */
+                { 0, 6, "\xfd" "7zXZ\x00" },          /* xz */
+                { 0, 4, "\x28\xb5\x2f\xfd" },         /* zstd */
+                { 257, 5, "ustar" },                   /* tar */
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(magics); i++)
+                if (n >= magics[i].off + magics[i].len &&
+                    memcmp(b + magics[i].off, magics[i].magic, magics[i].len) == 0)
+                        return true;
+        return false;
+}
+
+/*
+ * `kiln build -`, as docker build: stdin is either a tar archive of the context (compressed
+ * or not; -f names the Dockerfile inside it) or a Dockerfile alone, with an empty context.
+ * It is spooled into a scratch directory of the store, removed after the build.
+ */
+static int stdin_context(struct build_opts *o, struct scratch *sc, char **ret_context, char **ret_dockerfile,
+                         struct kiln_error **err)
+{
+        _cleanup_close_ int spool = -1, ctxfd = -1;
+        int dirfd;
+        unsigned char head[512];
+        ssize_t n;
+        size_t got = 0;
+
+        if (o->fe.file && strcmp(o->fe.file, "-") == 0) {
+                kiln_error_new(err, KILN_ERR_INVALID, "the context and the Dockerfile cannot both come from stdin");
+                return CLI_USAGE;
+        }
+        sc->fd = dirfd = layer_store_scratch(sc->store, &sc->name, err);
+        if (dirfd < 0)
+                return -1;
+        spool = openat(dirfd, "stdin", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (spool < 0 || mkdirat(dirfd, "context", 0755) < 0)
+                return kiln_error_errno(err, KILN_ERR_IO, "spool the context from stdin");
+        {
+                _cleanup_free_ char *buf = xmalloc(1 << 16);
+                while ((n = read(STDIN_FILENO, buf, 1 << 16)) != 0) {
+                        if (n < 0) {
+                                if (errno == EINTR)
+                                        continue;
+                                return kiln_error_errno(err, KILN_ERR_IO, "read the context from stdin");
+                        }
+                        if (got < sizeof(head))
+                                memcpy(head + got, buf, (size_t) n < sizeof(head) - got ? (size_t) n : sizeof(head) - got);
+                        got += (size_t) n;
+                        if (kiln_write_all(spool, buf, (size_t) n, err) < 0)
+                                return kiln_error_wrap(err, "spool the context from stdin");
+                }
+        }
+        *ret_context = xasprintf("/proc/self/fd/%d/context", dirfd);
+        if (!looks_like_archive(head, got < sizeof(head) ? got : sizeof(head))) {
+                /* a Dockerfile alone */
+                if (o->fe.file) {
+                        kiln_error_new(err, KILN_ERR_INVALID,
+                                       "-f names a file in the context, but stdin holds a Dockerfile, not a tar archive");
+                        return CLI_USAGE;
+                }
+                *ret_dockerfile = xasprintf("/proc/self/fd/%d/stdin", dirfd);
+                o->fe.file_label = "-";
+        } else {
+                struct layer_extract_opts xo = { .ignore_owner = true };
+
+                if (lseek(spool, 0, SEEK_SET) < 0)
+                        return kiln_error_errno(err, KILN_ERR_IO, "spool the context from stdin");
+                ctxfd = openat(dirfd, "context", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (ctxfd < 0 || layer_extract(ctxfd, spool, "the context on stdin", &xo, NULL, err) < 0)
+                        return ctxfd < 0 ? kiln_error_errno(err, KILN_ERR_IO, "open the context") : -1;
+                /* -f is a path inside the archive */
+                o->fe.file_label = o->fe.file ? o->fe.file : "Dockerfile";
+                if (o->fe.file && (o->fe.file[0] == '/' || strstr(o->fe.file, ".."))) {
+                        kiln_error_new(err, KILN_ERR_INVALID, "-f '%s' must be a relative path inside the context on stdin",
+                                       o->fe.file);
+                        return CLI_USAGE;
+                }
+                *ret_dockerfile = xasprintf("/proc/self/fd/%d/context/%s", dirfd, o->fe.file_label);
+        }
+        return 0;
+}
+
 static int run_build(void *state, char **args, unsigned n_args, struct cli_ctx *ctx, struct kiln_error **err)
 {
         struct build_opts *o = state;
@@ -306,6 +631,8 @@ static int run_build(void *state, char **args, unsigned n_args, struct cli_ctx *
         struct printer p = { .ctx = ctx, .quiet = o->progress == PROGRESS_QUIET };
         struct bld_build_opts bo = { 0 };
         struct bld_build_result res;
+        _cleanup_free_ char *context = NULL, *spooled = NULL;
+        _cleanup_(scratch_removep) struct scratch scratch = { .fd = -1 };
         size_t i;
 
         if (o->push && o->n_tags == 0) {
@@ -320,16 +647,22 @@ static int run_build(void *state, char **args, unsigned n_args, struct cli_ctx *
                 }
                 reg_ref_release(&ref);
         }
-        if (strcmp(args[0], "-") == 0) {
-                kiln_error_new(err, KILN_ERR_UNSUPPORTED, "a context on stdin is not supported yet");
+        if (cli_open_store(o->root, &store, err) < 0)
                 return -1;
+        if (strcmp(args[0], "-") == 0) {
+                int r;
+                scratch.store = store;
+                r = stdin_context(o, &scratch, &context, &spooled, err);
+                if (r != 0)
+                        return r;
+                fe->file_source = spooled;
         }
-        if (cli_frontend_load(fe, args[0], ctx, err) < 0)
+        if (cli_frontend_load(fe, context ? context : args[0], ctx, err) < 0)
                 return -1;
         for (i = 0; i < fe->graph->n_unused_build_args; i++)
                 cli_warn(ctx, "warning: build-arg '%s' was not consumed by any ARG instruction",
                          fe->graph->unused_build_args[i]);
-        if (cli_open_store(o->root, &store, err) < 0 || cli_registry_client(&o->reg, ctx, &client, err) < 0)
+        if (cli_registry_client(&o->reg, ctx, &client, err) < 0)
                 return -1;
         bo = (struct bld_build_opts){
                 .store = store,
@@ -370,6 +703,11 @@ static int run_build(void *state, char **args, unsigned n_args, struct cli_ctx *
                 return -1;
         if (o->metadata_file && write_metadata(o, &res, err) < 0)
                 return -1;
+        if (export_outputs(o, store, &res, &p, err) < 0)
+                return -1;
+        /* stdout carries the archive then, not the digest */
+        if (writes_stdout(o))
+                return 0;
         return kiln_buf_addf(&ctx->out, err, "%s\n", res.manifest_digest);
 }
 
@@ -379,6 +717,11 @@ static void release_build(void *state)
         struct cli_frontend *fe = &o->fe;
 
         free(o->tags);
+        for (size_t i = 0; i < o->n_outputs; i++) {
+                free(o->outputs[i].dest);
+                free(o->outputs[i].name);
+        }
+        free(o->outputs);
         cli_registry_release(&o->reg);
         cli_frontend_release(&fe);
 }
@@ -391,6 +734,11 @@ const struct cli_verb cli_verb_build = {
                 "  -t, --tag NAME            name the image in the store (repeatable); with --push,\n"
                 "                            a registry reference\n"
                 "  --push                    push every -t name (also: -o type=registry)\n"
+                "  -o, --output SPEC         also write the image out (repeatable):\n"
+                "                              type=oci,dest=FILE|-[,tar=false][,name=REF]\n"
+                "                              type=docker,dest=FILE|-  (docker load, podman load)\n"
+                "                              type=local,dest=DIR      (the root filesystem)\n"
+                "                              DIR                      (the same as type=local)\n"
                 "  --pull                    pull base images even when the store has them\n"
                 "  --iidfile FILE            write the image id (its config digest)\n"
                 "  --metadata-file FILE      write buildx-style JSON (containerimage.digest, ...)\n"
@@ -401,7 +749,11 @@ const struct cli_verb cli_verb_build = {
                 "  -j, --jobs N              stages built at once (default: the CPUs)\n"
                 "  --progress MODE           auto, plain or quiet (only the digest)\n"
                 "  --source-date-epoch N     timestamps for a reproducible image (also\n"
-                "                            $SOURCE_DATE_EPOCH)\n" CLI_REGISTRY_CONN_HELP CLI_ROOT_HELP,
+                "                            $SOURCE_DATE_EPOCH)\n" CLI_REGISTRY_CONN_HELP CLI_ROOT_HELP
+                "\nFROM takes an image (the store's, else pulled), scratch, an earlier stage, or\n"
+                "oci-layout://DIR[:TAG|@DIGEST]: an OCI image layout on disk, DIR relative to the\n"
+                "current directory, TAG its org.opencontainers.image.ref.name (default latest).\n"
+                "A base's ONBUILD triggers run right after FROM and are not inherited.\n",
         .options = build_options,
         .shortopts = "f:t:o:j:",
         .min_args = 1,

@@ -111,8 +111,10 @@ int cli_frontend_load(struct cli_frontend *fe, const char *context, struct cli_c
                 default_path = xasprintf("%s/Dockerfile", context);
                 path = default_path;
         }
+        if (fe->file_source)
+                path = fe->file_label;
         fe->dockerfile_name = xstrdup(path);
-        if (cli_read_dockerfile(path, &text, &len, err) < 0)
+        if (cli_read_dockerfile(fe->file_source ? fe->file_source : path, &text, &len, err) < 0)
                 return -1;
         if (df_parse(path, text, len, &fe->syn, err) < 0)
                 return -1;

@@ -175,6 +175,7 @@ struct extract {
         uint64_t max_entries;
         size_t max_path;
         bool record_owner;
+        bool ignore_owner;
         uid_t uid; /* the caller's ids */
         gid_t gid;
         uint64_t content; /* entry data bytes read, written or not */
@@ -330,6 +331,24 @@ static bool starts_with(const char *s, const char *prefix)
 /* ------------------------------------------------------------------------------------ */
 /* Removal, never through symlinks                                                        */
 /* ------------------------------------------------------------------------------------ */
+
+/* Whether `path` (cleaned, relative) is one of opts->skip or below one; with `or_above`, also
+ * whether it is an ancestor of one (a whiteout or opaque marker there would remove it). */
+static bool skipped(const struct extract *x, const char *path, bool or_above)
+{
+        size_t i, n = strlen(path);
+
+        for (i = 0; x->opts && i < x->opts->n_skip; i++) {
+                const char *s = x->opts->skip[i];
+                size_t k = strlen(s);
+
+                if (strncmp(path, s, k) == 0 && (path[k] == '\0' || path[k] == '/'))
+                        return true;
+                if (or_above && (n == 0 || (strncmp(s, path, n) == 0 && s[n] == '/')))
+                        return true;
+        }
+        return false;
+}
 
 static int empty_dir(struct extract *x, int *fd, bool only_lower, unsigned depth, const char *path,
                      struct kiln_error **err);
@@ -617,6 +636,8 @@ static int apply_owner(struct extract *x, struct archive_entry *e, const struct 
 
         if (entry_ids(e, t->path, &uid, &gid, err) < 0)
                 return -1;
+        if (x->ignore_owner)
+                return 0;
         if (x->record_owner) {
                 /* user.* xattrs exist only on regular files and directories. */
                 if (t->fd < 0)
@@ -865,6 +886,10 @@ static int make_hardlink(struct extract *x, struct archive_entry *e, struct targ
         tname = split_path(&x->link, &x->link_parent);
         if (!tname[0])
                 return kiln_error_new(err, KILN_ERR_INVALID, "hardlink '%s' to the root", t->path);
+        if (skipped(x, x->link.buf, false)) {
+                warn(x, "hardlink '%s' to kept '%s' skipped", t->path, x->link.buf);
+                return 0;
+        }
         tparent = kiln_openat2_in_root(x->rootfd, x->link_parent.buf, O_PATH | O_DIRECTORY, 0, 0);
         if (tparent < 0 || fstatat(tparent, tname, &tst, AT_SYMLINK_NOFOLLOW) < 0) {
                 if (errno == ENOENT || errno == ENOTDIR)
@@ -1009,8 +1034,22 @@ static int extract_entry(struct extract *x, struct archive_entry *e, bool warned
                     (!hidden[0] || strcmp(hidden, ".") == 0 || strcmp(hidden, "..") == 0))
                         return kiln_error_new(err, KILN_ERR_PARSE, "invalid whiteout '%s'",
                                               x->path.buf);
+                if (x->opts && x->opts->n_skip) {
+                        _cleanup_free_ char *hidden_path =
+                                strcmp(name, WHITEOUT_OPAQUE) == 0 ? xstrdup(x->parent.buf)
+                                : x->parent.buf[0] ? xasprintf("%s/%s", x->parent.buf, hidden)
+                                                   : xstrdup(hidden);
+
+                        if (skipped(x, hidden_path, true)) {
+                                if (!skipped(x, hidden_path, false))
+                                        warn(x, "whiteout '%s' over a kept path ignored", x->path.buf);
+                                return 0;
+                        }
+                }
                 return whiteout(x, x->parent.buf, name, x->path.buf, err);
         }
+        if (skipped(x, x->path.buf, false))
+                return 0;
 
         t.type = archive_entry_filetype(e);
         t.path = x->path.buf;
@@ -1160,6 +1199,7 @@ int layer_extract(int rootfd, int blob_fd, const char *what, const struct layer_
                 .max_entries = opts && opts->max_entries ? opts->max_entries : DEFAULT_MAX_ENTRIES,
                 .max_path = opts && opts->max_path ? opts->max_path : DEFAULT_MAX_PATH,
                 .record_owner = opts && opts->record_owner,
+                .ignore_owner = opts && opts->ignore_owner,
                 .uid = geteuid(),
                 .gid = getegid(),
                 .path = KILN_BUF_INIT,

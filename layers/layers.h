@@ -139,6 +139,14 @@ struct layer_snapshot *layer_snapshot_free(struct layer_snapshot *snap);
 int layer_changes_from_snapshot(int dirfd, const struct layer_snapshot *before,
                                 struct layer_changes *ret, struct kiln_error **err);
 
+/** layer_snapshot_take() and layer_changes_from_snapshot() leaving out `exclude` (relative,
+ * cleaned paths: "proc", "kiln/store") and everything below them: neither recorded nor walked. */
+int layer_snapshot_take_excluding(int dirfd, const char *const *exclude, size_t n_exclude,
+                                  struct layer_snapshot **ret, struct kiln_error **err);
+int layer_changes_from_snapshot_excluding(int dirfd, const struct layer_snapshot *before,
+                                          const char *const *exclude, size_t n_exclude,
+                                          struct layer_changes *ret, struct kiln_error **err);
+
 /** Frees the entries and closes the directory; leaves an empty list. Safe on a zeroed or INIT
  * struct (it never closes fds 0-2) and when called twice. */
 void layer_changes_release(struct layer_changes *c);
@@ -209,6 +217,12 @@ struct layer_extract_opts {
         uint64_t max_entries; /* 0: 10 million */
         size_t max_path;      /* bytes in one path; 0: 4096 */
         bool record_owner;    /* ids cannot be set: record them in user.kiln.owner */
+        bool ignore_owner;    /* leave files to the extracting user (an export as non-root) */
+        /* Paths left as they are (relative, cleaned: "proc", "etc/resolv.conf"): entries at or
+         * below one are skipped, and so are whiteouts and opaque markers that would remove one
+         * (with a warning when they are above it). */
+        const char *const *skip;
+        size_t n_skip;
         /** Called for things skipped with a warning (e.g. a device node that cannot be made). */
         void (*warn)(void *ctx, const char *msg);
         void *warn_ctx;
@@ -241,6 +255,51 @@ int layer_extract(int rootfd, int blob_fd, const char *what, const struct layer_
 
 /** The name of the xattr that records ownership when it cannot be set ("uid:gid"). */
 #define LAYER_OWNER_XATTR "user.kiln.owner"
+
+/* ------------------------------------------------------------------------------------ */
+/* Exporting an image from the store (layers/export.c)                                    */
+/* ------------------------------------------------------------------------------------ */
+
+struct layer_store;
+
+enum layer_export_kind {
+        LAYER_EXPORT_OCI,    /* an OCI image layout */
+        LAYER_EXPORT_DOCKER, /* the layout plus manifest.json: docker load, podman load */
+};
+
+/* One name of the exported image. */
+struct layer_export_name {
+        const char *full;     /* "docker.io/library/app:1": io.containerd.image.name */
+        const char *ref_name; /* "1": org.opencontainers.image.ref.name */
+        const char *familiar; /* "app:1": a RepoTags entry of manifest.json */
+};
+
+struct layer_export_opts {
+        enum layer_export_kind kind;
+        const struct layer_export_name *names;
+        size_t n_names;
+        int64_t mtime; /* of the tar entries */
+};
+
+/* The image: a manifest in the store. */
+struct layer_export_image {
+        const char *digest;
+        const char *media_type;
+        uint64_t size;
+};
+
+/** Writes the image as a tar stream to `out_fd` (not closed). Blobs are streamed. */
+int layer_export_tar(const struct layer_store *store, const struct layer_export_image *img,
+                     const struct layer_export_opts *opts, int out_fd, struct kiln_error **err);
+
+/** Writes the image as an OCI layout directory `dest` (made if missing; blobs already there are
+ * kept, index.json is replaced atomically). */
+int layer_export_dir(const struct layer_store *store, const struct layer_export_image *img,
+                     const struct layer_export_opts *opts, const char *dest, struct kiln_error **err);
+
+/** Applies the image's layers in order to the directory `dest` (made if missing). */
+int layer_export_rootfs(const struct layer_store *store, const char *manifest_digest, const char *dest,
+                        const struct layer_extract_opts *xopts, struct kiln_error **err);
 
 /* ------------------------------------------------------------------------------------ */
 /* The local store: an OCI image layout (layers/store.c)                                  */

@@ -399,6 +399,65 @@ RUN echo pushed > /p' -t "$REG_ADDR/kiln/pushme:1" --push --iidfile "$WORK/iid" 
                 "$PY" -c 'import json,sys; m=json.load(open(sys.argv[1])); sys.exit(m["containerimage.digest"] != sys.argv[2])' "$WORK/meta.json" "$pd"
 fi
 
+# --- outputs: -o type=oci|docker|local, stdout; a context on stdin -------------------------------------
+build outputs 'FROM kiln-test/busybox:1
+RUN echo exported > /e && mkdir /owned && chown 1000:1000 /owned 2>/dev/null; true
+CMD ["cat", "/e"]' -t kiln/outputs:1 --iidfile "$WORK/outputs.iid" \
+        -o "type=oci,dest=$WORK/o.tar" -o "type=docker,dest=$WORK/d.tar" \
+        -o "type=oci,dest=$WORK/o-dir,tar=false" -o "type=local,dest=$WORK/o-root"
+check "-o type=oci, docker, oci tar=false and local in one build" built
+od=$(cat "$WORK/out")
+digest_of() { sk inspect "$1" 2>/dev/null | sed -n 's/^    "Digest": "\(.*\)",$/\1/p'; }
+check "  the OCI tar is the image (skopeo oci-archive:, same manifest digest)" [ "$(digest_of "oci-archive:$WORK/o.tar:1")" = "$od" ]
+check "  the OCI layout directory too (skopeo oci:, umoci ls)" \
+        bash -c '[ "$1" = "$2" ] && umoci ls --layout "$3" | grep -qx 1' _ "$(digest_of "oci:$WORK/o-dir:1")" "$od" "$WORK/o-dir"
+check "  the Docker archive names kiln/outputs:1 in manifest.json" \
+        "$PY" -c 'import json,sys,tarfile; m=json.load(tarfile.open(sys.argv[1]).extractfile("manifest.json")); sys.exit(m[0]["RepoTags"] != ["kiln/outputs:1"] or len(m[0]["Layers"]) < 2)' "$WORK/d.tar"
+check "  and skopeo reads it (docker-archive:)" run 0 sk inspect "docker-archive:$WORK/d.tar"
+check "  no temporary file is left beside them" bash -c '! ls "$1"/*.kiln-* 2>/dev/null' _ "$WORK"
+check "  type=local holds the root filesystem" bash -c '[ "$(cat "$1/e")" = exported ] && [ -x "$1/bin/busybox" ]' _ "$WORK/o-root"
+if [ "$MODE" = root ]; then
+        check "  with the image's owners (root)" [ "$(stat -c %u:%g "$WORK/o-root/owned")" = 1000:1000 ]
+else
+        check "  owned by the caller (rootless)" [ "$(stat -c %u "$WORK/o-root/e")" = "$(id -u)" ]
+fi
+if [ "$MODE" = root ] && need podman command -v podman; then
+        P=(env -u REGISTRY_AUTH_FILE -u DOCKER_CONFIG podman --root "$WORK/podman" --runroot "$WORK/podman-run" --storage-driver vfs --runtime runc
+                --cgroup-manager cgroupfs)
+        check "podman load reads the Docker archive" run 0 "${P[@]}" load -i "$WORK/d.tar"
+        check "  as docker.io/kiln/outputs:1 with kiln's image id" \
+                bash -c '[ "sha256:$("$@" image inspect --format "{{.Id}}" docker.io/kiln/outputs:1)" = "$(cat "'"$WORK/outputs.iid"'")" ]' _ "${P[@]}"
+        run 0 "${P[@]}" run --rm --network host --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 \
+                docker.io/kiln/outputs:1
+        check "  and runs it" [ "$(cat "$WORK/out")" = exported ]
+        check "podman load reads the OCI tar too" run 0 "${P[@]}" load -i "$WORK/o.tar"
+fi
+mkdir -p "$WORK/ctx-outputs"
+"$KILN" build --progress quiet -o type=oci,dest=- "$WORK/ctx-outputs" >"$WORK/stdout.tar" 2>"$WORK/err"
+check "-o type=oci,dest=- streams the archive to stdout, without the digest" \
+        bash -c 'tar tf "$1" | grep -qx index.json' _ "$WORK/stdout.tar"
+check "a bad -o type is a usage error (2)" run 2 "$KILN" build -o type=tarball,dest=x "$WORK/ctx-outputs"
+check "-o type=oci without dest is a usage error (2)" run 2 "$KILN" build -o type=oci "$WORK/ctx-outputs"
+check "-o to a directory that does not exist fails (1)" run 1 "$KILN" build -o "type=docker,dest=$WORK/no/such/d.tar" "$WORK/ctx-outputs"
+check "  naming it" has "$WORK/no/such/d.tar" "$WORK/err"
+
+mkdir -p "$WORK/stdin-ctx/sub"
+echo "from the tar" >"$WORK/stdin-ctx/t.txt"
+printf 'FROM kiln-test/busybox:1\nCOPY t.txt /t.txt\n' >"$WORK/stdin-ctx/sub/Build.df"
+tar -C "$WORK/stdin-ctx" -cz . | "$KILN" build --progress plain -f sub/Build.df -t stdintar - >"$WORK/out" 2>"$WORK/err"
+BUILD_RC=$?
+check "a gzipped tar context on stdin, -f inside it" built
+unpack stdintar
+check "  its files reach COPY" [ "$(cat "$WORK/u-stdintar/rootfs/t.txt" 2>&1)" = "from the tar" ]
+printf 'FROM kiln-test/busybox:1\nRUN echo piped > /p\n' | "$KILN" build --progress plain -t kiln/stdin-df - >"$WORK/out" 2>"$WORK/err"
+BUILD_RC=$?
+check "a Dockerfile alone on stdin (an empty context)" built
+printf 'FROM kiln-test/busybox:1\nCOPY t.txt /t.txt\n' | "$KILN" build -t kiln/stdin-df2 - >"$WORK/out" 2>"$WORK/err"
+check "  where COPY finds nothing (1)" [ $? = 1 ]
+check "  named '-' at its line" has "^-:2" "$WORK/err"
+check "the Dockerfile and the context both on stdin is a usage error (2)" run 2 "$KILN" build -f - - </dev/null
+check "  and the spooled contexts are gone" bash -c '! ls "$1/.kiln/tmp" | grep -q scratch' _ "$KILN_ROOT"
+
 # --- usage --------------------------------------------------------------------------------------------
 check "--push without -t is a usage error (2)" run 2 "$KILN" build --push "$WORK/ctx-basic"
 check "a bad --isolation is a usage error (2)" run 2 "$KILN" build --isolation chroot "$WORK/ctx-basic"

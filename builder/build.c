@@ -167,13 +167,17 @@ static int choose_isolation(struct bld_build *b, char **ret_why, struct kiln_err
                 break;
         case BLD_ISOLATION_AUTO:
                 if (sb_probe(&probed, &why, err) < 0)
-                        return kiln_error_wrap(err, "no isolation works here (--isolation none runs without one)");
+                        return kiln_error_wrap(err, "no isolation works here (in a container that forbids "
+                                                    "namespaces, --isolation none runs RUN in its own /, as kaniko)");
                 b->isolation = probed;
                 *ret_why = xasprintf("%s: %s", probed == SB_ISOLATION_ROOT ? "root" : "userns", why);
                 break;
         case BLD_ISOLATION_NONE:
+                if (bld_none_setup(b, ret_why, err) < 0)
+                        return -1;
+                break;
         case _BLD_ISOLATION_MAX:
-                return kiln_error_new(err, KILN_ERR_UNSUPPORTED, "--isolation none is not supported yet");
+                return kiln_error_new(err, KILN_ERR_UNSUPPORTED, "unknown isolation");
         }
         if (b->isolation == SB_ISOLATION_USERNS) {
                 struct sb_idmap *u = NULL, *g = NULL;
@@ -273,7 +277,8 @@ static void *wave_worker(void *arg)
                 }
                 i = w->stages[w->next++];
                 pthread_mutex_unlock(&w->lock);
-                if (bld_stage_run(&w->b->stages[i], &e) == 0) {
+                if (bld_stage_run(&w->b->stages[i], &e) == 0 &&
+                    (!w->b->none || bld_none_stage_done(&w->b->stages[i], &e) == 0)) {
                         w->b->stages[i].done = true;
                         continue;
                 }
@@ -297,6 +302,10 @@ static int run_wave(struct bld_build *b, unsigned wave, struct kiln_error **err)
         pthread_t threads[64];
         unsigned jobs = b->o->jobs ? b->o->jobs : (unsigned) sysconf(_SC_NPROCESSORS_ONLN), started = 0, i;
         size_t k;
+
+        /* --isolation none: only one stage can own / at a time */
+        if (b->none)
+                jobs = 1;
 
         w.stages = xcalloc(g->n_stages + 1, sizeof(size_t));
         for (k = 0; k < g->n_order; k++)
@@ -355,6 +364,7 @@ static void build_release(struct bld_build *b)
         free(b->empty_dir);
         free((void *) b->env.uid_map);
         free((void *) b->env.gid_map);
+        b->none = bld_none_free(b->none);
         pthread_mutex_destroy(&b->lock);
 }
 

@@ -119,6 +119,16 @@ void sb_subid_maps(struct sb_idmap **ret_uid, size_t *ret_n_uid, struct sb_idmap
 /* COPY and ADD into a root (builder/copy.c)                                              */
 /* ------------------------------------------------------------------------------------ */
 
+/* A file ADD downloaded (builder/fetch-url.c), as a source of cp_copy(). */
+struct cp_fetched {
+        const char *src;            /* the URL as written (expanded) */
+        const char *name;           /* its name in a destination directory (bld_url_file_name) */
+        int fd;                     /* the content; read from offset 0 (shared, not moved) */
+        bool has_mtime;             /* its mtime is `mtime` (Last-Modified), else the time of
+                                     * the copy, as inline sources get */
+        struct timespec mtime;
+};
+
 /* Where COPY's sources come from. */
 struct cp_source {
         int rootfd;                 /* O_PATH directory: the context or another stage's root */
@@ -146,6 +156,9 @@ struct cp_opts {
         const char *const *inline_data;
         const size_t *inline_len;
         size_t n_inline;
+        /* ADD <url> sources, downloaded already: a source equal to one's `src` is its file */
+        const struct cp_fetched *fetched;
+        size_t n_fetched;
         bool add;                   /* ADD: a local tar archive (gzip, bzip2, xz, zstd, by
                                      * content) is extracted into the destination */
         bool only_root;             /* only id 0 exists (a single-id user namespace): copies
@@ -168,6 +181,48 @@ struct cp_opts {
  */
 int cp_copy(const struct cp_source *src, int destfd, const struct cp_opts *opts,
             struct kiln_error **err);
+
+/* ------------------------------------------------------------------------------------ */
+/* ADD <url> (builder/fetch-url.c)                                                        */
+/* ------------------------------------------------------------------------------------ */
+
+/** Whether an ADD source is an http:// or https:// URL (a git one included). */
+bool bld_url_is_http(const char *s);
+
+/** Whether an ADD source names a git repository, as BuildKit's gitutil.ParseGitRef decides:
+ * git://, ssh://, "user@host:path", or an http(s) URL whose path ends in ".git". */
+bool bld_url_is_git(const char *s);
+
+/** The file name a downloaded URL gets (BuildKit): the last element of its decoded path, or
+ * "__unnamed__" when there is none ("http://host/", "http://host?q"). Caller frees. */
+char *bld_url_file_name(const char *url);
+
+/** The URL for messages: a password in it becomes "xxxxx" (as BuildKit shows it). Caller
+ * frees. */
+char *bld_url_redacted(const char *url);
+
+/* A download. */
+struct bld_fetched {
+        int fd;                        /* an unnamed file (O_RDWR, O_CLOEXEC), at offset 0 */
+        uint64_t size;
+        char digest[LAYER_DIGEST_SIZE];
+        bool has_mtime;                /* the response had a Last-Modified header: `mtime` */
+        struct timespec mtime;
+};
+
+/**
+ * Downloads `url` (http or https, following redirects) into an unnamed file in the directory
+ * `dirfd`, hashing it with SHA-256 as it streams, and checks `checksum` ("sha256:<hex>", or
+ * NULL) against it. Messages do not name the URL: the caller does. NET for a transfer that
+ * failed or a status outside 2xx ("HTTP 404"), DIGEST for a checksum mismatch ("checksum
+ * mismatch: expected sha256:..., got sha256:..."), UNSUPPORTED for another algorithm than
+ * sha256, IO. On success *ret owns the fd (bld_fetched_release()).
+ */
+int bld_fetch_url(const char *url, int dirfd, const char *checksum, struct bld_fetched *ret,
+                  struct kiln_error **err);
+
+/** Closes a download's file; accepts NULL. */
+void bld_fetched_release(struct bld_fetched *f);
 
 /* ------------------------------------------------------------------------------------ */
 /* Users and groups of an image (builder/user-db.c)                                       */
@@ -228,6 +283,23 @@ int bld_config_apply(json_t *config, const struct df_instr *in, bool *ret_cmd_re
                      struct kiln_error **err);
 
 /* ------------------------------------------------------------------------------------ */
+/* FROM oci-layout:// (builder/oci-layout.c)                                              */
+/* ------------------------------------------------------------------------------------ */
+
+/**
+ * The image `ref` ("oci-layout://DIR[:TAG|@DIGEST]") names in an OCI image layout on disk: DIR
+ * relative to the working directory, TAG matched against index.json's
+ * org.opencontainers.image.ref.name ("latest" by default; a layout of one unnamed image needs
+ * none), DIGEST a manifest or index blob; an index is followed to `platform`'s manifest. Its
+ * layers are copied into `store` (streamed), every blob's digest and size verified, and *ret
+ * filled as bld_image_layers() does. NOTFOUND for a missing directory, tag, blob or
+ * platform; INVALID for a directory that is not a layout; PARSE for bad JSON; DIGEST for content
+ * that does not match its descriptor.
+ */
+int bld_layout_image(struct layer_store *store, const char *ref, const char *platform, struct bld_image_layers *ret,
+                     struct kiln_error **err);
+
+/* ------------------------------------------------------------------------------------ */
 /* A build and its stages (builder/build.c, builder/stage.c)                              */
 /* ------------------------------------------------------------------------------------ */
 
@@ -240,6 +312,7 @@ struct bld_layer {
 };
 
 struct bld_build;
+struct bld_none;
 
 struct bld_stage {
         struct bld_build *b;
@@ -252,6 +325,7 @@ struct bld_stage {
         size_t n_lowers, alloc_lowers;
         unsigned n_dirs;              /* step directories made */
         bool cmd_inherited;           /* Cmd came from the base (ENTRYPOINT resets it) */
+        json_t *triggers;             /* the base's OnBuild, taken out of the config at FROM */
         bool done;
 };
 
@@ -269,6 +343,7 @@ struct bld_build {
         unsigned next_step;
         bool failed;
         struct timespec started;
+        struct bld_none *none;        /* --isolation none; NULL otherwise */
 };
 
 /* A step being run, for its events. */
@@ -294,6 +369,37 @@ bool bld_build_has_ranges(const struct bld_build *b);
 /** Maps the owners recorded in a step's changes back to the ids inside the build's user
  * namespace (identity outside one). */
 void bld_map_owners(const struct bld_build *b, struct layer_changes *changes);
+
+/* ------------------------------------------------------------------------------------ */
+/* --isolation none: no namespaces, the container's own / (builder/run-none.c)            */
+/* ------------------------------------------------------------------------------------ */
+
+/**
+ * Checks that --isolation none may run here (uid 0, and a container by its signs or
+ * KILN_ISOLATION_NONE_FORCE=1), works out what in / is kept (the mount points, kiln's directory
+ * or KILN_NONE_KEEP, the store, the context, /etc/resolv.conf, /etc/hosts, /etc/hostname) and sets
+ * b->none. *ret_why says why and what is kept. UNSUPPORTED when it may not run, with the reason.
+ */
+int bld_none_setup(struct bld_build *b, char **ret_why, struct kiln_error **err);
+struct bld_none *bld_none_free(struct bld_none *n);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct bld_none *, bld_none_free)
+
+/** Makes the stage's root on its first step (a stage with RUN empties / and unpacks its layers
+ * there; one without uses a scratch directory), snapshots it, and calls fn(ctx, rootfd, err) in
+ * this process: COPY, ADD and WORKDIR. bld_none_commit() then makes the step's layer. */
+int bld_none_call(struct bld_stage *st, int (*fn)(void *ctx, int rootfd, struct kiln_error **err), void *ctx,
+                  struct kiln_error **err);
+
+/** The same for RUN: `run` (its root ignored) runs with fork and exec in /, as USER, in its cwd;
+ * *ret_status gets its wait status. UNSUPPORTED for --network=none. */
+int bld_none_run(struct bld_stage *st, const struct sb_run *run, int *ret_status, struct kiln_error **err);
+
+/** The step's layer: what changed in the stage's root since the snapshot (nothing: an empty
+ * history entry), added to the stage's layers and config. */
+int bld_none_commit(struct bld_stage *st, const char *created_by, struct kiln_error **err);
+
+/** After a stage: when later stages use it, its files as one directory (its only lower). */
+int bld_none_stage_done(struct bld_stage *st, struct kiln_error **err);
 
 /** Runs a stage from FROM to its last instruction. */
 int bld_stage_run(struct bld_stage *st, struct kiln_error **err);

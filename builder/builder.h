@@ -63,6 +63,10 @@ struct bld_image_layers {
  */
 int bld_image_layers(struct layer_store *store, const char *name, struct bld_image_layers *ret,
                      struct kiln_error **err);
+/** The same from a manifest and config already read (`config` is referenced, not taken);
+ * `name` is for messages. */
+int bld_image_layers_parse(json_t *manifest, json_t *config, const char *name,
+                           struct bld_image_layers *ret, struct kiln_error **err);
 void bld_image_layers_release(struct bld_image_layers *l);
 
 /** "os/arch[/variant]" split into an image's fields (pointers into `platform`, modified). */

@@ -49,6 +49,10 @@
  * copied from there, with its own owners or the --chown ids, and without --chmod. A file that
  * is not a tar with at least one entry is copied like COPY does. Whiteout names in such an
  * archive are not copied (BuildKit writes them as plain files).
+ *
+ * Downloaded (ADD <url>) sources are files of mode 0600 (BuildKit's HTTP source), with the
+ * Last-Modified time or the current time, named after the URL; like inline ones they are
+ * never extracted and --parents does not apply to them.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -712,6 +716,7 @@ struct src {
         struct stat st;
         const char *data; /* inline content, or NULL */
         size_t len;
+        const struct cp_fetched *fetched; /* a download, or NULL */
         bool lazy; /* an excluded directory entered for children "!" patterns bring back */
 };
 
@@ -912,6 +917,38 @@ static int copy_data(struct copier *c, int in, int out, const char *path, struct
         }
 }
 
+/* A download's content, from offset 0 without moving the fd's offset (it may be copied again,
+ * or by another process sharing it). */
+static int copy_fetched(struct copier *c, int in, int out, const char *path,
+                        struct kiln_error **err)
+{
+        loff_t off = 0;
+        bool plain = false;
+
+        for (;;) {
+                ssize_t n;
+
+                if (!plain) {
+                        n = copy_file_range(in, &off, out, NULL, (size_t) 1 << 30, 0);
+                        if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
+                                      errno == EOPNOTSUPP || errno == EBADF || errno == EPERM)) {
+                                plain = true;
+                                continue;
+                        }
+                } else {
+                        n = pread(in, c->buf, CHUNK_SIZE, off);
+                        if (n > 0 && kiln_write_all(out, c->buf, (size_t) n, NULL) < 0)
+                                return kiln_error_errno(err, KILN_ERR_IO, "write '/%s'", path);
+                }
+                if (n == 0)
+                        return 0;
+                if (n < 0 && errno != EINTR)
+                        return kiln_error_errno(err, KILN_ERR_IO, "copy '/%s'", path);
+                if (n > 0 && plain)
+                        off += n;
+        }
+}
+
 /* A file whose inode was copied already becomes a hardlink to that copy. 1 when linked. */
 static int try_link(struct copier *c, const struct src *s, const struct dst *d,
                     struct kiln_error **err)
@@ -950,7 +987,10 @@ static int copy_file(struct copier *c, const struct src *s, const struct dst *d,
                      O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0600);
         if (out < 0)
                 return kiln_error_errno(err, KILN_ERR_IO, "create '/%s'", d->path);
-        if (s->data) {
+        if (s->fetched) {
+                if (copy_fetched(c, s->fetched->fd, out, d->path, err) < 0)
+                        return -1;
+        } else if (s->data) {
                 if (kiln_write_all(out, s->data, s->len, NULL) < 0)
                         return kiln_error_errno(err, KILN_ERR_IO, "write '/%s'", d->path);
         } else {
@@ -1199,7 +1239,8 @@ struct item {
         bool literal;
         const char *data; /* inline content */
         size_t len;
-        bool is_inline;
+        bool is_inline;                   /* inline content or a download */
+        const struct cp_fetched *fetched; /* a download */
 };
 
 struct items {
@@ -1314,6 +1355,15 @@ static int expand_source(const struct copier *c, const struct cp_opts *o, const 
         struct item *it;
 
         *ret_pattern = false;
+        for (i = 0; i < o->n_fetched; i++) {
+                if (strcmp(raw, o->fetched[i].src) != 0)
+                        continue;
+                it = items_add(out, raw);
+                names_push(&it->comps, xstrdup(o->fetched[i].name));
+                it->is_inline = true;
+                it->fetched = &o->fetched[i];
+                return 0;
+        }
         for (i = 0; i < o->n_inline; i++) {
                 if (strcmp(raw, o->inline_names[i]) != 0)
                         continue;
@@ -1355,6 +1405,12 @@ static int resolve_item(const struct copier *c, struct item *it, struct kiln_err
         _cleanup_close_ int pfd = -1;
         int a, b;
 
+        if (it->fetched) {
+                it->st = (struct stat){ .st_mode = S_IFREG | 0600, .st_nlink = 1 };
+                it->st.st_atim = it->st.st_mtim =
+                        it->fetched->has_mtime ? it->fetched->mtime : c->now;
+                return 0;
+        }
         if (it->is_inline) {
                 it->st = (struct stat){ .st_mode = S_IFREG | 0644, .st_nlink = 1 };
                 it->st.st_atim = it->st.st_mtim = c->now;
@@ -1525,6 +1581,7 @@ static int item_src(const struct copier *c, const struct item *it, struct src *s
                 s->name = item_name(it);
                 s->data = it->data;
                 s->len = it->len;
+                s->fetched = it->fetched;
                 *ret_pfd = -1;
                 return 0;
         }

@@ -111,9 +111,8 @@ int bld_image_layers(struct layer_store *store, const char *name, struct bld_ima
         struct layer_ref ref;
         _cleanup_free_ char *mdata = NULL, *cdata = NULL;
         _cleanup_json_ json_t *manifest = NULL, *config = NULL;
-        json_t *layers, *diff_ids;
         const char *config_digest;
-        size_t mlen, clen, i, n;
+        size_t mlen, clen;
 
         if (layer_store_resolve(store, name, &ref, err) < 0)
                 return -1;
@@ -126,14 +125,25 @@ int bld_image_layers(struct layer_store *store, const char *name, struct bld_ima
         if (!manifest)
                 return kiln_error_wrap(err, "image '%s': manifest", name);
         config_digest = kiln_json_get_string(json_object_get(manifest, "config"), "digest");
-        layers = json_object_get(manifest, "layers");
-        if (!config_digest || !json_is_array(layers))
+        if (!config_digest)
                 return kiln_error_new(err, KILN_ERR_PARSE, "image '%s': not an image manifest",
                                       name);
         if (layer_store_read(store, config_digest, 16 << 20, &cdata, &clen, err) < 0)
                 return kiln_error_wrap(err, "image '%s': config", name);
         if (!(config = kiln_json_loadb(cdata, clen, config_digest, err)))
                 return kiln_error_wrap(err, "image '%s': config", name);
+        return bld_image_layers_parse(manifest, config, name, ret, err);
+}
+
+int bld_image_layers_parse(json_t *manifest, json_t *config, const char *name,
+                           struct bld_image_layers *ret, struct kiln_error **err)
+{
+        json_t *layers = json_object_get(manifest, "layers"), *diff_ids;
+        size_t i, n;
+
+        if (!json_is_array(layers))
+                return kiln_error_new(err, KILN_ERR_PARSE, "image '%s': not an image manifest",
+                                      name);
         diff_ids = json_object_get(json_object_get(config, "rootfs"), "diff_ids");
         n = json_array_size(layers);
         if (!json_is_array(diff_ids) || json_array_size(diff_ids) != n)
@@ -145,7 +155,7 @@ int bld_image_layers(struct layer_store *store, const char *name, struct bld_ima
         ret->media_types = xcalloc(n + 1, sizeof(*ret->media_types));
         ret->sizes = xcalloc(n + 1, sizeof(*ret->sizes));
         ret->n = n;
-        ret->config = TAKE_PTR(config);
+        ret->config = json_incref(config);
         for (i = 0; i < n; i++) {
                 json_t *l = json_array_get(layers, i);
                 const char *d = kiln_json_get_string(l, "digest");

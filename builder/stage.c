@@ -10,6 +10,7 @@
 #include <linux/mount.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -53,10 +54,12 @@ void bld_stage_release(struct bld_stage *st)
                 free(st->lowers[i]);
         free(st->lowers);
         json_decref(st->config);
+        json_decref(st->triggers);
         free(st->name);
         st->layers = NULL;
         st->lowers = NULL;
         st->config = NULL;
+        st->triggers = NULL;
         st->name = NULL;
 }
 
@@ -92,51 +95,92 @@ static const char *media_type_of(const struct bld_build *b)
         return layer_media_type(b->o->compression, b->o->docker);
 }
 
-/* Turns a step's upper directory into a layer (none when nothing changed) and makes it the
- * stage's top lower directory. */
-static int commit(struct bld_stage *st, const char *upper, const char *created_by, struct kiln_error **err)
+/* Writing an upper directory's layer; `result` may be shared with the parent. */
+struct upper_job {
+        struct bld_build *b;
+        const char *upper;
+        bool map_owners; /* outside the namespace: stat shows outside ids */
+        struct upper_result {
+                bool empty;
+                struct layer_desc desc;
+        } *result;
+};
+
+static int write_upper(void *ctx, int unused, struct kiln_error **err)
 {
-        struct bld_build *b = st->b;
+        struct upper_job *j = ctx;
+        struct bld_build *b = j->b;
         struct layer_changes changes = LAYER_CHANGES_INIT;
         struct layer_write_opts wo = LAYER_WRITE_OPTS_DEFAULT;
         struct layer_blob_writer *w = NULL;
         struct layer_sink sink;
-        struct layer_desc desc;
-        _cleanup_close_ int fd = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        _cleanup_close_ int fd = open(j->upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         int r = -1;
 
         if (fd < 0)
-                return kiln_error_errno(err, KILN_ERR_IO, "open '%s'", upper);
+                return kiln_error_errno(err, KILN_ERR_IO, "open '%s'", j->upper);
         if (layer_changes_from_upper(fd, b->userxattr, &changes, err) < 0)
                 return -1;
+        j->result->empty = changes.n == 0;
         if (changes.n == 0) {
                 layer_changes_release(&changes);
-                bld_config_add_history(st->config, b->created, created_by, true);
                 return 0;
         }
-        bld_map_owners(b, &changes);
+        if (j->map_owners)
+                bld_map_owners(b, &changes);
         wo.compression = b->o->compression;
         wo.source_date_epoch = b->o->source_date_epoch;
         if (layer_store_blob_begin(b->o->store, &w, err) < 0)
                 goto out;
         sink = layer_blob_sink(w);
-        if (layer_write(&changes, &wo, &sink, &desc, err) < 0) {
+        if (layer_write(&changes, &wo, &sink, &j->result->desc, err) < 0) {
                 layer_blob_abort(w);
                 goto out;
         }
-        if (layer_blob_commit(w, NULL, desc.digest, &desc.size, err) < 0)
+        if (layer_blob_commit(w, NULL, j->result->desc.digest, &j->result->desc.size, err) < 0)
                 goto out;
-        add_layer(st, desc.digest, desc.diff_id, desc.size, media_type_of(b));
-        bld_config_add_diff_id(st->config, desc.diff_id);
-        bld_config_add_history(st->config, b->created, created_by, false);
-        add_lower(st, upper);
         r = 0;
 out:
         layer_changes_release(&changes);
         return r;
 }
 
-/* ---- steps: progress and output ---- */
+/*
+ * Turns a step's upper directory into a layer (none when nothing changed) and makes it the
+ * stage's top lower directory. In a user namespace the upper holds files of ids the caller
+ * cannot read (a 0700 home of a mapped user, a mode 000 file): it is read from inside the
+ * namespace, as root there, where stat shows the ids the layer records.
+ */
+static int commit(struct bld_stage *st, const char *upper, const char *created_by, struct kiln_error **err)
+{
+        struct bld_build *b = st->b;
+        struct upper_result local = { 0 }, *res = &local;
+        struct upper_job j = { .b = b, .upper = upper, .map_owners = true, .result = &local };
+        int r;
+
+        if (b->isolation == SB_ISOLATION_USERNS) {
+                res = mmap(NULL, sizeof(*res), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+                if (res == MAP_FAILED)
+                        return kiln_error_errno(err, KILN_ERR_IO, "commit: mmap");
+                *res = (struct upper_result){ 0 };
+                j.result = res;
+                j.map_owners = false;
+                r = sb_unshare(&b->env, write_upper, &j, err);
+        } else {
+                r = write_upper(&j, -1, err);
+        }
+        if (r == 0 && res->empty) {
+                bld_config_add_history(st->config, b->created, created_by, true);
+        } else if (r == 0) {
+                add_layer(st, res->desc.digest, res->desc.diff_id, res->desc.size, media_type_of(b));
+                bld_config_add_diff_id(st->config, res->desc.diff_id);
+                bld_config_add_history(st->config, b->created, created_by, false);
+                add_lower(st, upper);
+        }
+        if (res != &local)
+                munmap(res, sizeof(*res));
+        return r;
+}
 
 static void step_line(struct bld_step *s, const char *line, size_t len)
 {
@@ -203,6 +247,8 @@ static int resolve_image(struct bld_build *b, const char *ref, const char *platf
         struct reg_pull_opts po = { .platform = platform };
         struct reg_pull_result res;
 
+        if (strncmp(ref, "oci-layout://", 13) == 0)
+                return bld_layout_image(b->o->store, ref, platform, ret, err);
         if (reg_ref_parse(ref, &r, err) < 0)
                 return -1;
         normal = reg_ref_string(&r);
@@ -309,6 +355,7 @@ static int step_from(struct bld_stage *st, struct kiln_error **err)
         struct bld_build *b = st->b;
         const struct df_gstage *gs = &b->o->graph->stages[st->index];
         const char *platform = gs->platform ? gs->platform : b->o->platform;
+        json_t *triggers;
 
         switch (gs->base_kind) {
         case DF_BASE_SCRATCH:
@@ -319,17 +366,22 @@ static int step_from(struct bld_stage *st, struct kiln_error **err)
                 from_stage(st, &b->stages[gs->base_stage]);
                 break;
         case DF_BASE_IMAGE:
+        case DF_BASE_LAYOUT: /* resolve_image() reads the layout */
                 if (from_image(st, gs->base, platform, err) < 0)
                         return -1;
                 break;
-        case DF_BASE_LAYOUT:
         case _DF_BASE_MAX:
-                return kiln_error_new(err, KILN_ERR_UNSUPPORTED, "FROM %s: oci-layout bases are not supported yet",
-                                      gs->base);
+                return kiln_error_new(err, KILN_ERR_INVALID, "FROM %s: unknown kind of base", gs->base);
         }
         bld_config_normalize(st->config);
         bld_config_default_path(st->config);
         st->cmd_inherited = json_object_get(bld_config_run(st->config), "Cmd") != NULL;
+        /* The base's ONBUILD triggers run right after FROM and are not inherited (BuildKit
+         * clears them); an earlier stage's config holds that stage's own ONBUILDs. */
+        triggers = json_object_get(bld_config_run(st->config), "OnBuild");
+        if (json_is_array(triggers) && json_array_size(triggers) > 0)
+                st->triggers = json_incref(triggers);
+        json_object_del(bld_config_run(st->config), "OnBuild");
         return 0;
 }
 
@@ -436,7 +488,7 @@ static int step_run(struct bld_stage *st, struct bld_step *s, struct df_eval *ev
         run.user = bld_config_string(st->config, "User");
         run.output = step_output;
         run.output_ctx = s;
-        if (sb_run(&run, &status, err) < 0)
+        if ((b->none ? bld_none_run(st, &run, &status, err) : sb_run(&run, &status, err)) < 0)
                 return -1;
         step_flush(s);
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
@@ -450,7 +502,7 @@ static int step_run(struct bld_stage *st, struct bld_step *s, struct df_eval *ev
                                       WEXITSTATUS(status));
         }
         history = run_history(argv);
-        return commit(st, upper, history, err);
+        return b->none ? bld_none_commit(st, history, err) : commit(st, upper, history, err);
 }
 
 /* ---- COPY, ADD, WORKDIR: work in the merged view, in the sandbox's namespaces ---- */
@@ -517,9 +569,82 @@ static int copy_in_sandbox(void *ctx, int rootfd, struct kiln_error **err)
         return cp_copy(&src, rootfd, &j->opts, err);
 }
 
-static bool is_url(const char *s)
+/* ADD's downloads, for one step. */
+struct fetches {
+        struct bld_fetched *files;
+        struct cp_fetched *srcs;
+        char **names;
+        size_t n;
+};
+
+static void fetches_release(struct fetches *f)
 {
-        return strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0 || strncmp(s, "git@", 4) == 0;
+        size_t i;
+
+        for (i = 0; i < f->n; i++) {
+                bld_fetched_release(&f->files[i]);
+                free(f->names[i]);
+        }
+        free(f->files);
+        free(f->srcs);
+        free(f->names);
+        *f = (struct fetches){ 0 };
+}
+
+/* Checks COPY's and ADD's sources for URLs and downloads ADD's into the scratch directory
+ * (BuildKit's dispatchCopy: COPY takes no URL, ADD of a git repository is not done here,
+ * --checksum only goes with URLs). */
+static int fetch_sources(struct bld_stage *st, const struct df_instr *in, struct fetches *ret,
+                         struct kiln_error **err)
+{
+        const struct df_copy *c = &in->copy;
+        const char *checksum = c->checksum.text && *c->checksum.text ? c->checksum.text : NULL;
+        struct bld_fetched *f;
+        size_t i;
+
+        for (i = 0; i < c->n_srcs; i++) {
+                const char *src = c->srcs[i].text;
+                _cleanup_free_ char *shown = NULL;
+
+                if (in->kind == DF_INSTR_COPY) {
+                        if (bld_url_is_http(src))
+                                return kiln_error_new(err, KILN_ERR_INVALID, "COPY %s: source can't be a URL for COPY",
+                                                      shown = bld_url_redacted(src));
+                        continue;
+                }
+                if (bld_url_is_git(src))
+                        return kiln_error_new(err, KILN_ERR_UNSUPPORTED, "ADD %s: git repositories are not supported",
+                                              shown = bld_url_redacted(src));
+                if (!bld_url_is_http(src)) {
+                        if (checksum)
+                                return kiln_error_new(err, KILN_ERR_INVALID,
+                                                      "ADD %s: checksum can't be specified for "
+                                                      "non-HTTP(S) sources", src);
+                        continue;
+                }
+                shown = bld_url_redacted(src);
+                if (c->unpack == 1)
+                        return kiln_error_new(err, KILN_ERR_UNSUPPORTED,
+                                              "ADD %s: --unpack of a URL is not supported yet", shown);
+                if (!ret->files) {
+                        ret->files = xcalloc(c->n_srcs, sizeof(*ret->files));
+                        ret->srcs = xcalloc(c->n_srcs, sizeof(*ret->srcs));
+                        ret->names = xcalloc(c->n_srcs, sizeof(*ret->names));
+                }
+                f = &ret->files[ret->n];
+                if (bld_fetch_url(src, st->b->scratchfd, checksum, f, err) < 0)
+                        return kiln_error_wrap(err, "ADD %s", shown);
+                ret->names[ret->n] = bld_url_file_name(src);
+                ret->srcs[ret->n] = (struct cp_fetched){
+                        .src = src,
+                        .name = ret->names[ret->n],
+                        .fd = f->fd,
+                        .has_mtime = f->has_mtime,
+                        .mtime = f->mtime,
+                };
+                ret->n++;
+        }
+        return 0;
 }
 
 /* A source "<<EOF" (or "<<-EOF", "<<'EOF'") names a heredoc: its name, else the source. */
@@ -596,14 +721,13 @@ static int step_copy(struct bld_stage *st, const struct df_instr *in, struct kil
                                   **datas = NULL;
         _cleanup_free_ size_t *lens = NULL;
         _cleanup_(strv_freep) char **inline_bodies = NULL;
+        _cleanup_(fetches_release) struct fetches fetched = { 0 };
         struct sb_rootfs root;
         size_t i;
         int r = -1;
 
-        for (i = 0; i < c->n_srcs; i++)
-                if (is_url(c->srcs[i].text))
-                        return kiln_error_new(err, KILN_ERR_UNSUPPORTED, "%s of a URL is not supported yet",
-                                              df_instr_name(in->kind));
+        if (fetch_sources(st, in, &fetched, err) < 0)
+                return -1;
         srcs = xcalloc(c->n_srcs + 1, sizeof(char *));
         for (i = 0; i < c->n_srcs; i++)
                 srcs[i] = heredoc_source(c, c->srcs[i].text);
@@ -624,6 +748,7 @@ static int step_copy(struct bld_stage *st, const struct df_instr *in, struct kil
                 .chmod = c->chmod.text != NULL, .chmod_spec = c->chmod.text,
                 .excludes = excludes, .n_excludes = c->n_excludes, .parents = c->parents,
                 .inline_names = names, .inline_data = datas, .inline_len = lens, .n_inline = c->n_heredocs,
+                .fetched = fetched.srcs, .n_fetched = fetched.n,
                 .add = in->kind == DF_INSTR_ADD && c->unpack != 0,
                 .only_root = b->isolation == SB_ISOLATION_USERNS && b->env.n_uid_map == 0,
         };
@@ -632,6 +757,11 @@ static int step_copy(struct bld_stage *st, const struct df_instr *in, struct kil
         j.chown = c->chown.text;
         if (c->from.text && copy_source(st, in, &img, &j.src_lowers, &j.n_src_lowers, &rootfs, err) < 0)
                 goto out;
+        if (b->none) {
+                history = copy_history(in);
+                r = bld_none_call(st, copy_in_sandbox, &j, err) < 0 ? -1 : bld_none_commit(st, history, err);
+                goto out;
+        }
         if (step_dirs(st, &upper, &work, err) < 0)
                 goto out;
         lowers = lowers_top_first(st);
@@ -698,6 +828,10 @@ static int step_workdir(struct bld_stage *st, const struct df_instr *in, struct 
         struct sb_rootfs root;
 
         json_object_set_new(bld_config_run(st->config), "WorkingDir", json_string(path));
+        if (b->none) {
+                history = xasprintf("WORKDIR %s", path);
+                return bld_none_call(st, mkdir_in_sandbox, path, err) < 0 ? -1 : bld_none_commit(st, history, err);
+        }
         if (step_dirs(st, &upper, &work, err) < 0)
                 return -1;
         lowers = lowers_top_first(st);
@@ -767,6 +901,112 @@ static int locate(struct bld_stage *st, const struct df_instr *in, struct kiln_e
         return -1;
 }
 
+/* Places an error raised by an ONBUILD trigger at the stage's FROM, as BuildKit does: the
+ * trigger's own text is not in the Dockerfile, so a position inside it means nothing there. */
+static int locate_trigger(struct bld_stage *st, const char *expression, struct kiln_error **err)
+{
+        struct kiln_error *e = *err;
+
+        if (!e)
+                return -1;
+        free(e->file);
+        free(e->source_line);
+        e->file = e->source_line = NULL;
+        e->line = e->column = 0;
+        kiln_error_wrap(err, "ONBUILD trigger '%s'", expression);
+        df_error_locate(*err, st->b->o->graph->df->syn, st->b->o->graph->stages[st->index].stage->from->node,
+                        0);
+        return -1;
+}
+
+/* Runs one expanded instruction: metadata into the config, or a step with its events. Errors
+ * are placed at the instruction, or at FROM for a trigger (`trigger`: its expression). */
+static int exec_instr(struct bld_stage *st, struct df_eval *ev, const struct df_instr *in, const char *trigger,
+                      unsigned *index, unsigned count, struct kiln_error **err)
+{
+        struct bld_step cur = { 0 };
+        int r;
+
+        if (!is_step(in->kind)) {
+                if (step(st, &cur, ev, in, err) == 0)
+                        return 0;
+                return trigger ? locate_trigger(st, trigger, err) : locate(st, in, err);
+        }
+        bld_step_start(st, &cur, ++*index, in, count);
+        r = step(st, &cur, ev, in, err);
+        if (r < 0) {
+                _cleanup_free_ char *tail = step_tail(&cur);
+                if (trigger)
+                        locate_trigger(st, trigger, err);
+                else
+                        locate(st, in, err);
+                bld_step_error(&cur, *err, tail);
+        } else {
+                bld_step_done(&cur);
+        }
+        step_release(&cur);
+        return r;
+}
+
+/* The base's ONBUILD triggers: all parsed first (none runs when one is bad), then each expanded
+ * in the stage's scope and run as if written right after FROM. */
+static int run_triggers(struct bld_stage *st, struct df_eval *ev, unsigned *index, unsigned *count,
+                        struct kiln_error **err)
+{
+        size_t n = json_array_size(st->triggers), i;
+        struct df_trigger **t = xcalloc(n + 1, sizeof(*t));
+        const char *expr = NULL;
+        int r = -1;
+
+        for (i = 0; i < n; i++) {
+                const struct df_instr *in;
+
+                expr = json_string_value(json_array_get(st->triggers, i));
+                if (!expr) {
+                        kiln_error_new(err, KILN_ERR_PARSE, "the base image's OnBuild entry %zu is not a string",
+                                       i + 1);
+                        df_error_locate(*err, st->b->o->graph->df->syn,
+                                        st->b->o->graph->stages[st->index].stage->from->node, 0);
+                        goto out;
+                }
+                if (df_trigger_parse(expr, &t[i], err) < 0)
+                        goto fail;
+                in = &t[i]->instr;
+                /* The stage graph is planned before base images are read, so a trigger cannot
+                 * add a dependency (BuildKit only learned this in Dockerfile 1.11). */
+                if ((in->kind == DF_INSTR_COPY || in->kind == DF_INSTR_ADD) && in->copy.from.text) {
+                        kiln_error_new(err, KILN_ERR_UNSUPPORTED,
+                                       "%s --from is not supported in a trigger: kiln plans the stages "
+                                       "before it reads base images",
+                                       df_instr_name(in->kind));
+                        goto fail;
+                }
+                *count += is_step(in->kind);
+        }
+        for (i = 0; i < n; i++) {
+                const struct df_instr *in;
+
+                expr = json_string_value(json_array_get(st->triggers, i));
+                if (bld_build_failed(st->b)) {
+                        kiln_error_new(err, KILN_ERR_GENERIC, "stopped: another stage failed");
+                        goto out;
+                }
+                if (df_eval_instr(ev, NULL, &t[i]->instr, &in, err) < 0)
+                        goto fail;
+                if (exec_instr(st, ev, in, expr, index, *count, err) < 0)
+                        goto out;
+        }
+        r = 0;
+        goto out;
+fail:
+        locate_trigger(st, expr, err);
+out:
+        for (i = 0; i < n; i++)
+                df_trigger_free(t[i]);
+        free(t);
+        return r;
+}
+
 int bld_stage_run(struct bld_stage *st, struct kiln_error **err)
 {
         struct bld_build *b = st->b;
@@ -796,9 +1036,11 @@ int bld_stage_run(struct bld_stage *st, struct kiln_error **err)
         step_release(&s);
         env = bld_config_env(st->config, &n_env);
         df_eval_init(&ev, b->o->graph, st->index, env, n_env);
+        if (st->triggers && run_triggers(st, &ev, &index, &count, err) < 0) {
+                df_eval_release(&ev);
+                return -1;
+        }
         for (;;) {
-                struct bld_step cur = { 0 };
-
                 if (bld_build_failed(b)) {
                         r = kiln_error_new(err, KILN_ERR_GENERIC, "stopped: another stage failed");
                         break;
@@ -809,24 +1051,8 @@ int bld_stage_run(struct bld_stage *st, struct kiln_error **err)
                         r = 0;
                         break;
                 }
-                if (!is_step(in->kind)) {
-                        if (step(st, &cur, &ev, in, err) < 0) {
-                                locate(st, in, err);
-                                break;
-                        }
-                        continue;
-                }
-                index++;
-                bld_step_start(st, &cur, index, in, count);
-                if (step(st, &cur, &ev, in, err) < 0) {
-                        _cleanup_free_ char *tail = step_tail(&cur);
-                        locate(st, in, err);
-                        bld_step_error(&cur, *err, tail);
-                        step_release(&cur);
+                if (exec_instr(st, &ev, in, NULL, &index, count, err) < 0)
                         break;
-                }
-                bld_step_done(&cur);
-                step_release(&cur);
         }
         df_eval_release(&ev);
         return r;

@@ -187,6 +187,8 @@ struct walker {
         walk_visit_fn visit;
         void *ctx;
         const char *ovl_prefix; /* "trusted.overlay." or "user.overlay." in an upper dir */
+        const char *const *exclude; /* paths neither visited nor walked into */
+        size_t n_exclude;
         struct level *levels;
         size_t depth; /* levels in use; levels[0] is the root */
         size_t levels_alloc, levels_ready;
@@ -327,6 +329,16 @@ static void pop_level(struct walker *w)
                 w->path[w->levels[k - 1].path_len] = '\0';
 }
 
+static bool excluded(const struct walker *w, const char *path, size_t len)
+{
+        size_t i;
+
+        for (i = 0; i < w->n_exclude; i++)
+                if (strlen(w->exclude[i]) == len && memcmp(w->exclude[i], path, len) == 0)
+                        return true;
+        return false;
+}
+
 static int visit_one(struct walker *w, const char *name, struct kiln_error **err)
 {
         size_t k = w->depth - 1, base = w->levels[k].path_len, name_len = strlen(name), off;
@@ -346,6 +358,10 @@ static int visit_one(struct walker *w, const char *name, struct kiln_error **err
         node.path = w->path;
         node.path_len = off + name_len;
         node.parent_cookie = w->levels[k].cookie;
+        if (excluded(w, node.path, node.path_len)) {
+                w->path[base] = '\0';
+                return 0;
+        }
         if (fstatat(node.dirfd, name, &node.st, AT_SYMLINK_NOFOLLOW) < 0)
                 r = kiln_error_errno(err, KILN_ERR_IO, "stat '%s'", w->path);
         else
@@ -903,8 +919,14 @@ static int take_visit(struct walker *w, const struct walk_node *node, bool *ret_
 
 int layer_snapshot_take(int dirfd, struct layer_snapshot **ret, struct kiln_error **err)
 {
+        return layer_snapshot_take_excluding(dirfd, NULL, 0, ret, err);
+}
+
+int layer_snapshot_take_excluding(int dirfd, const char *const *exclude, size_t n_exclude,
+                                  struct layer_snapshot **ret, struct kiln_error **err)
+{
         _cleanup_(layer_snapshot_freep) struct layer_snapshot *s = xcalloc(1, sizeof(*s));
-        struct walker w = { .visit = take_visit, .ctx = s };
+        struct walker w = { .visit = take_visit, .ctx = s, .exclude = exclude, .n_exclude = n_exclude };
         int r;
 
         r = walk(&w, dirfd, err);
@@ -1392,13 +1414,20 @@ static void diff_release(struct diff_ctx *d)
 int layer_changes_from_snapshot(int dirfd, const struct layer_snapshot *before,
                                 struct layer_changes *ret, struct kiln_error **err)
 {
+        return layer_changes_from_snapshot_excluding(dirfd, before, NULL, 0, ret, err);
+}
+
+int layer_changes_from_snapshot_excluding(int dirfd, const struct layer_snapshot *before,
+                                          const char *const *exclude, size_t n_exclude,
+                                          struct layer_changes *ret, struct kiln_error **err)
+{
         _cleanup_(layer_changes_release) struct layer_changes c = LAYER_CHANGES_INIT;
         struct diff_ctx d = {
                 .snap = before,
                 .out = &c,
                 .pending = LAYER_CHANGES_INIT,
         };
-        struct walker w = { .visit = diff_visit, .ctx = &d };
+        struct walker w = { .visit = diff_visit, .ctx = &d, .exclude = exclude, .n_exclude = n_exclude };
         size_t i;
         int r;
 

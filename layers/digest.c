@@ -2,6 +2,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,13 +20,27 @@ static void must(int ok)
                 abort();
 }
 
+/*
+ * The implementation is fetched once, explicitly. EVP_sha256() would look it up in OpenSSL's
+ * method store (under its locks) at every init, and kiln forks children that hash while other
+ * threads of the parent may be inside that store: a lock copied held into a child never opens.
+ */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void fetch_sha256(void)
+{
+        sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 struct layer_sha256 *layer_sha256_new(void)
 {
         struct layer_sha256 *h = xmalloc(sizeof(*h));
 
+        must(pthread_once(&sha256_once, fetch_sha256) == 0 && sha256_md != NULL);
         h->ctx = EVP_MD_CTX_new();
         must(h->ctx != NULL);
-        must(EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL));
+        must(EVP_DigestInit_ex(h->ctx, sha256_md, NULL));
         return h;
 }
 

@@ -1056,6 +1056,12 @@ static int extract_entry(struct extract *x, struct archive_entry *e, bool warned
         t.name = name;
         if (archive_entry_hardlink(e))
                 t.type = AE_IFREG;
+        if (t.type != AE_IFDIR && skipped(x, x->path.buf, true)) {
+                /* a file or link in place of a kept path's directory would remove what is kept */
+                if (!skipped(x, x->path.buf, false))
+                        warn(x, "'%s' over a kept path skipped", x->path.buf);
+                return 0;
+        }
         if (t.type != AE_IFREG && t.type != AE_IFDIR && t.type != AE_IFLNK && t.type != AE_IFIFO &&
             t.type != AE_IFCHR && t.type != AE_IFBLK) {
                 if (warned)

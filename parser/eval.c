@@ -49,6 +49,7 @@ void df_eval_run_vars(const struct df_eval *ev, struct df_vars *ret)
 
 struct expander {
         struct df_eval *ev;
+        const struct df_syntax *syn; /* what `in` was parsed from; NULL: no positions */
         const struct df_instr *in;
         struct kiln_error **err;
 };
@@ -64,7 +65,7 @@ static int expand(struct expander *x, struct df_word *w, unsigned flags)
         if (df_expand_word(w->text, strlen(w->text), x->ev->escape, flags, &x->ev->scope, &out,
                            &len, x->err) < 0) {
                 if (x->err && *x->err)
-                        df_error_locate(*x->err, x->ev->graph->df->syn, x->in->node, w->offset);
+                        df_error_locate(*x->err, x->syn, x->in->node, w->offset);
                 return -1;
         }
         w->text = kiln_arena_memdup(&x->ev->arena, out, len);
@@ -84,7 +85,7 @@ static struct df_word *copy_words(struct kiln_arena *a, const struct df_word *w,
 static int locate(struct expander *x, size_t offset)
 {
         if (x->err && *x->err)
-                df_error_locate(*x->err, x->ev->graph->df->syn, x->in->node, offset);
+                df_error_locate(*x->err, x->syn, x->in->node, offset);
         return -1;
 }
 
@@ -204,18 +205,21 @@ static int eval_run(struct expander *x, struct df_instr *out)
 
 int df_eval_next(struct df_eval *ev, const struct df_instr **ret, struct kiln_error **err)
 {
-        const struct df_instr *in;
-        struct df_instr *out;
-        struct expander x = { .ev = ev, .err = err };
-        size_t k;
-        int signo;
-
         if (ev->next >= ev->stage->n_instrs) {
                 *ret = NULL;
                 return 0;
         }
-        in = &ev->stage->instrs[ev->next++];
-        x.in = in;
+        return df_eval_instr(ev, ev->graph->df->syn, &ev->stage->instrs[ev->next++], ret, err);
+}
+
+int df_eval_instr(struct df_eval *ev, const struct df_syntax *syn, const struct df_instr *in,
+                  const struct df_instr **ret, struct kiln_error **err)
+{
+        struct df_instr *out;
+        struct expander x = { .ev = ev, .syn = syn, .in = in, .err = err };
+        size_t k;
+        int signo;
+
         out = kiln_arena_alloc(&ev->arena, sizeof(*out));
         *out = *in;
         df_eval_run_vars(ev, &ev->scope);
@@ -278,7 +282,7 @@ int df_eval_next(struct df_eval *ev, const struct df_instr **ret, struct kiln_er
                                 return -1;
                         if (out->list.items[k].text[0] == '\0')
                                 return df_error_at_node(
-                                        err, ev->graph->df->syn, in->node,
+                                        err, syn, in->node,
                                         out->list.items[k].offset, KILN_ERR_INVALID,
                                         "VOLUME specified can not be an empty string");
                 }
@@ -292,7 +296,7 @@ int df_eval_next(struct df_eval *ev, const struct df_instr **ret, struct kiln_er
                     df_parse_signal(out->text.word.text, &signo, err) < 0)
                         return locate(&x, in->text.word.offset);
                 if (out->text.word.text[0] == '\0')
-                        return df_error_at_node(err, ev->graph->df->syn, in->node,
+                        return df_error_at_node(err, syn, in->node,
                                                 in->text.word.offset, KILN_ERR_INVALID,
                                                 "%s expands to an empty string",
                                                 df_instr_name(in->kind));

@@ -1336,3 +1336,36 @@ struct df_dockerfile *df_dockerfile_free(struct df_dockerfile *df)
         free(df);
         return NULL;
 }
+
+int df_trigger_parse(const char *expression, struct df_trigger **ret, struct kiln_error **err)
+{
+        _cleanup_(df_trigger_freep) struct df_trigger *t = xcalloc(1, sizeof(*t));
+        struct instr_ctx c = { .arena = &t->arena, .err = err };
+        enum df_instr_kind kind;
+
+        if (df_parse("ONBUILD trigger", expression, strlen(expression), &t->syn, err) < 0)
+                return -1;
+        c.syn = t->syn;
+        if (t->syn->n_nodes != 1)
+                return kiln_error_new(err, KILN_ERR_PARSE,
+                                      "an ONBUILD trigger must be a single instruction, not %zu",
+                                      t->syn->n_nodes);
+        if (kind_from_keyword(t->syn->nodes[0].keyword, &kind) &&
+            (kind == DF_INSTR_FROM || kind == DF_INSTR_MAINTAINER || kind == DF_INSTR_ONBUILD))
+                return kiln_error_new(err, KILN_ERR_PARSE, "%s isn't allowed as an ONBUILD trigger",
+                                      df_instr_name(kind));
+        if (type_node(&c, &t->syn->nodes[0], &t->instr, true) < 0)
+                return -1;
+        *ret = TAKE_PTR(t);
+        return 0;
+}
+
+struct df_trigger *df_trigger_free(struct df_trigger *t)
+{
+        if (!t)
+                return NULL;
+        kiln_arena_release(&t->arena);
+        df_syntax_free(t->syn);
+        free(t);
+        return NULL;
+}

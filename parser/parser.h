@@ -123,7 +123,8 @@ int df_error_at_node(struct kiln_error **err, const struct df_syntax *syn,
                      const struct df_node *node, size_t offset, enum kiln_errkind kind,
                      const char *fmt, ...) _printf_(6, 7);
 
-/** Positions an error raised while handling `node` at `offset`, unless it has a position. */
+/** Positions an error raised while handling `node` at `offset`, unless it has a position.
+ * With `syn` NULL (a node parsed on its own, such as an ONBUILD trigger) it does nothing. */
 void df_error_locate(struct kiln_error *e, const struct df_syntax *syn, const struct df_node *node,
                      size_t offset);
 
@@ -431,6 +432,25 @@ int df_dockerfile_new(const struct df_syntax *syn, struct df_dockerfile **ret,
 /** Frees a typed Dockerfile (not its syntax tree); accepts NULL, returns NULL. */
 struct df_dockerfile *df_dockerfile_free(struct df_dockerfile *df);
 
+/* An ONBUILD trigger read from a base image's config ("RUN make"), parsed and typed alone. */
+struct df_trigger {
+        struct df_syntax *syn; /* the expression as a one-line Dockerfile */
+        struct kiln_arena arena;
+        struct df_instr instr; /* its node lives in `syn` */
+};
+
+/**
+ * Parses one trigger expression as BuildKit does (a Dockerfile of exactly one instruction,
+ * typed with the same rules as ONBUILD's own trigger). PARSE for malformed text, more than one
+ * instruction, or FROM, ONBUILD and MAINTAINER, which may not be triggers. Positions in errors
+ * refer to the expression (file "ONBUILD trigger"); callers usually replace them. Free with
+ * df_trigger_free().
+ */
+int df_trigger_parse(const char *expression, struct df_trigger **ret, struct kiln_error **err);
+
+/** Frees a trigger; accepts NULL, returns NULL. */
+struct df_trigger *df_trigger_free(struct df_trigger *t);
+
 /**
  * Parses a RUN --mount value (BuildKit's CSV form) into `ret`, whose strings are allocated in
  * `arena`. With `vars`, each field's value is expanded first (escape character `escape`);
@@ -558,6 +578,15 @@ void df_eval_init(struct df_eval *ev, const struct df_graph *graph, size_t stage
  */
 int df_eval_next(struct df_eval *ev, const struct df_instr **ret, struct kiln_error **err);
 
+/**
+ * Expands an instruction that is not one of the stage's own (an ONBUILD trigger of the base
+ * image, from df_trigger_parse()) in the current scope, exactly as df_eval_next() expands the
+ * next one, and applies ARG and ENV. `syn` is the tree `in` belongs to, for error positions;
+ * NULL leaves errors unpositioned for the caller to place. *ret is valid until df_eval_release.
+ */
+int df_eval_instr(struct df_eval *ev, const struct df_syntax *syn, const struct df_instr *in,
+                  const struct df_instr **ret, struct kiln_error **err);
+
 /** The variables a RUN sees now: proxy build args, the stage's ARGs, then ENV over them. */
 void df_eval_run_vars(const struct df_eval *ev, struct df_vars *ret);
 
@@ -567,4 +596,5 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct df_syntax *, df_syntax_free)
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct df_ignore *, df_ignore_free)
 DEFINE_TRIVIAL_CLEANUP_FUNC(char **, df_strv_free)
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct df_dockerfile *, df_dockerfile_free)
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct df_trigger *, df_trigger_free)
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct df_graph *, df_graph_free)

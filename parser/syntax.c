@@ -234,7 +234,7 @@ void df_error_locate(struct kiln_error *e, const struct df_syntax *syn, const st
 {
         unsigned line, col;
 
-        if (!e)
+        if (!e || !syn)
                 return;
         if (e->line == 0) {
                 /* An expansion error's column is an offset within the word. */

@@ -458,6 +458,19 @@ check "  named '-' at its line" has "^-:2" "$WORK/err"
 check "the Dockerfile and the context both on stdin is a usage error (2)" run 2 "$KILN" build -f - - </dev/null
 check "  and the spooled contexts are gone" bash -c '! ls "$1/.kiln/tmp" | grep -q scratch' _ "$KILN_ROOT"
 
+# --- prune: unpacked root filesystems go with their images (inside the namespace when rootless) ----------
+kp() { KILN_ROOT="$WORK/store-prune" "$KILN" "$@"; }
+check "prune store: the base imported" run 0 kp import -t kiln-test/busybox:0 "$B"
+mkdir -p "$WORK/ctx-prune"
+printf 'FROM kiln-test/busybox:0\nRUN mkdir -p /secret && chmod 700 /secret && echo x > /secret/x && chown -R 1000:1000 /secret 2>/dev/null; true\nRUN echo y > /y && chmod 000 /y\n' >"$WORK/ctx-prune/Dockerfile"
+check "  a build whose RUN leaves a 0700 directory of uid 1000 and a mode 000 file (read from inside the namespace when rootless)" run 0 kp build -t pruned "$WORK/ctx-prune"
+check "  (a root filesystem is there)" bash -c '[ -n "$(ls "$1/.kiln/rootfs")" ]' _ "$WORK/store-prune"
+check "  rmi both names" run 0 kp rmi pruned kiln-test/busybox:0
+check "kiln prune removes the blobs and the unpacked root filesystems ($MODE)" \
+        run 0 kp prune
+check "  nothing is left in .kiln/rootfs" bash -c '[ -z "$(ls -A "$1/.kiln/rootfs")" ]' _ "$WORK/store-prune"
+check "  and fsck is clean" run 0 kp store fsck
+
 # --- usage --------------------------------------------------------------------------------------------
 check "--push without -t is a usage error (2)" run 2 "$KILN" build --push "$WORK/ctx-basic"
 check "a bad --isolation is a usage error (2)" run 2 "$KILN" build --isolation chroot "$WORK/ctx-basic"

@@ -516,9 +516,62 @@ static void mount_cases(void)
         kiln_arena_release(&a);
 }
 
+/* ONBUILD triggers read back from an image config: parsed alone, expanded in a stage's scope. */
+static void trigger_cases(void)
+{
+        static const struct {
+                const char *expr;
+                const char *msg; /* NULL: parses */
+        } cases[] = {
+                { "RUN make", NULL },
+                { "COPY --chown=$U src/ /app/", NULL },
+                { "FROM busybox", "FROM isn't allowed as an ONBUILD trigger" },
+                { "MAINTAINER me", "MAINTAINER isn't allowed as an ONBUILD trigger" },
+                { "ONBUILD RUN x", "ONBUILD isn't allowed as an ONBUILD trigger" },
+                { "NOPE x", "unknown instruction: NOPE" },
+                { "RUN a\nRUN b", "an ONBUILD trigger must be a single instruction, not 2" },
+                { "", "no instructions" },
+        };
+        _cleanup_(kiln_error_freep) struct kiln_error *err = NULL;
+        struct df_trigger *t = NULL;
+        const struct df_instr *in = NULL;
+        struct built b;
+        struct df_eval ev;
+        static const char *const env[] = { "U=app" };
+        size_t i;
+
+        for (i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_(kiln_error_freep) struct kiln_error *e = NULL;
+                int r = df_trigger_parse(cases[i].expr, &t, &e);
+
+                if (!cases[i].msg)
+                        tap_ok(r == 0 && t && t->instr.node, "trigger '%s' parses", cases[i].expr);
+                else
+                        tap_ok(r < 0 && e && strstr(e->msg, cases[i].msg), "trigger '%s': %s (got: %s)",
+                               cases[i].expr, cases[i].msg, e ? e->msg : "success");
+                t = df_trigger_free(t);
+        }
+        if (build(&b, "FROM a\nRUN x\n", NULL, NULL) < 0 ||
+            df_trigger_parse("COPY --chown=$U src/ /app/", &t, &err) < 0) {
+                tap_ok(false, "trigger eval setup%s%s", err ? ": " : "", err ? err->msg : "");
+                built_release(&b);
+                return;
+        }
+        df_eval_init(&ev, b.graph, 0, env, 1);
+        tap_ok(df_eval_instr(&ev, NULL, &t->instr, &in, &err) == 0 && in &&
+                       strcmp(in->copy.chown.text, "app") == 0,
+               "a trigger expands in the stage's scope (--chown=$U -> app)");
+        tap_ok(df_eval_next(&ev, &in, &err) == 0 && in && in->kind == DF_INSTR_RUN,
+               "and the stage's own instructions follow");
+        df_eval_release(&ev);
+        df_trigger_free(t);
+        built_release(&b);
+}
+
 int main(void)
 {
         error_cases();
+        trigger_cases();
         mount_cases();
         graph_cases();
         scoping_cases();

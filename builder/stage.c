@@ -18,6 +18,7 @@
 
 #include "builder/builder-internal.h"
 #include "builder/common/fd-util.h"
+#include "builder/common/strbuf.h"
 #include "builder/common/xalloc.h"
 
 #define TAIL_LINES 10
@@ -406,6 +407,54 @@ static char **shell_argv(json_t *config, const char *script)
         return argv;
 }
 
+/* Whether a shell command is one heredoc word and nothing else ("<<EOF", "<<-'EOF'", "3<<EOF"),
+ * as BuildKit's ParseHeredoc decides. */
+static bool bare_heredoc(const char *s)
+{
+        const char *w;
+
+        while (*s == ' ' || *s == '\t')
+                s++;
+        while (*s >= '0' && *s <= '9')
+                s++;
+        if (strncmp(s, "<<", 2) != 0)
+                return false;
+        s += 2;
+        if (*s == '-')
+                s++;
+        while (*s == ' ' || *s == '\t')
+                s++;
+        w = s;
+        /* one word: no blank outside quotes, no further '<' */
+        for (char q = 0; *s; s++) {
+                if (q) {
+                        if (*s == q)
+                                q = 0;
+                } else if (*s == '\'' || *s == '"') {
+                        q = *s;
+                } else if (*s == '<') {
+                        return false;
+                } else if (*s == ' ' || *s == '\t' || *s == '\n') {
+                        const char *t = s;
+                        while (*t == ' ' || *t == '\t' || *t == '\n')
+                                t++;
+                        return *t == '\0' && s > w;
+                }
+        }
+        return s > w;
+}
+
+/* A heredoc script with a shebang: BuildKit mounts it as a file and executes it. Here the shell
+ * hands it to the interpreter on a descriptor, so nothing is written to the root. */
+static char *shebang_script(const char *script)
+{
+        size_t first = strcspn(script, "\n"), len = strlen(script);
+        _cleanup_free_ char *interp = xstrndup(script + 2, first - 2); /* script starts "#!" */
+
+        return xasprintf("exec 3<<'KILN_HEREDOC_SCRIPT_EOF'\n%s%sKILN_HEREDOC_SCRIPT_EOF\nexec %s /dev/fd/3", script,
+                         len && script[len - 1] == '\n' ? "" : "\n", interp);
+}
+
 static int run_argv(struct bld_stage *st, const struct df_instr *in, char ***ret, struct kiln_error **err)
 {
         const struct df_run *run = &in->run;
@@ -420,15 +469,25 @@ static int run_argv(struct bld_stage *st, const struct df_instr *in, char ***ret
                 return 0;
         }
         script = run->argc ? run->argv[0].text : "";
-        if (run->n_heredocs) {
-                /* RUN <<EOF ... EOF: the body is the script (BuildKit runs it with the shell). */
-                const char *s = script;
-                while (*s == ' ' || *s == '\t')
-                        s++;
-                if (run->n_heredocs != 1 || strncmp(s, "<<", 2) != 0)
-                        return kiln_error_new(err, KILN_ERR_UNSUPPORTED,
-                                              "RUN with a heredoc after a command is not supported yet");
+        if (run->n_heredocs == 1 && bare_heredoc(script)) {
+                /* RUN <<EOF: the body is the script; with a shebang, its interpreter runs it */
                 script = run->heredocs[0].content;
+                if (strncmp(script, "#!", 2) == 0) {
+                        _cleanup_free_ char *wrapped = shebang_script(script);
+                        *ret = shell_argv(st->config, wrapped);
+                        return 0;
+                }
+        } else if (run->n_heredocs) {
+                /* RUN cmd <<EOF ...: the shell gets the lines back, bodies and delimiters, and
+                 * does the redirections and any expansion itself (BuildKit's dispatchRun) */
+                struct kiln_buf full = KILN_BUF_INIT;
+                kiln_buf_addf(&full, NULL, "%s", script);
+                for (i = 0; i < run->n_heredocs; i++)
+                        kiln_buf_addf(&full, NULL, "\n%.*s%s", (int) run->heredocs[i].content_len,
+                                      run->heredocs[i].content, run->heredocs[i].name);
+                *ret = shell_argv(st->config, full.buf);
+                kiln_buf_release(&full);
+                return 0;
         }
         *ret = shell_argv(st->config, script);
         return 0;

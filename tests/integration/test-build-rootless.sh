@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# test-build.sh again as an unprivileged user, run from root (as CI runs the suite):
+# A build test (default test-build.sh) again as an unprivileged user, run from root (as CI runs
+# the suite):
 #   single  uid 65534 (nobody) with no /etc/subuid range: only id 0 exists in RUN
 #   ranges  uid 1 (daemon) with a /etc/subuid and /etc/subgid range added for the run and
 #           removed after it: every id exists in RUN (newuidmap, newgidmap)
-# The TAP output is test-build.sh's.
+# The TAP output is the test's: test-build-rootless.sh MODE [test-build|test-build-from|...]
 set -u
 
 MODE=${1:?single or ranges}
+TEST=${2:-test-build}
 KILN=${KILN:?KILN must point at the kiln binary}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
@@ -61,4 +63,4 @@ if [ "$MODE" = ranges ]; then
 fi
 setpriv --reuid "$uid" --regid "$gid" --clear-groups \
         env -u KILN_ROOT HOME="$home" TMPDIR="$home" XDG_RUNTIME_DIR= KILN="$KILN" \
-        KILN_MUST_WORK="${KILN_MUST_WORK:-}" PATH="$PATH" bash "$HERE/test-build.sh"
+        KILN_MUST_WORK="${KILN_MUST_WORK:-}" PATH="$PATH" bash "$HERE/$TEST.sh"

@@ -224,6 +224,36 @@ else
         check "  and kiln warned at the start" has "only uid and gid 0 exist in RUN" "$WORK/err"
 fi
 
+# --- RUN with heredocs (BuildKit's dispatchRun) ---------------------------------------------------
+build heredocs 'FROM kiln-test/busybox:1
+ENV WHO=world
+RUN cat <<EOF > /greeting
+hello $WHO
+EOF
+RUN <<EOT sh
+echo second > /second
+EOT
+RUN cat > /a <<A && cat > /b <<"B"
+one $WHO
+A
+two $WHO
+B
+RUN <<EOF
+#!/bin/sh -e
+echo "shebang $0" > /shebang
+EOF
+RUN <<-EOF
+	echo tabs > /tabs
+	EOF' -t heredocs
+check "RUN with heredocs after a command, two on a line, a shebang, <<-" built
+unpack heredocs
+hd() { cat "$WORK/u-heredocs/rootfs/$1" 2>&1; }
+check "  cmd <<EOF > file: the shell expands the body" [ "$(hd greeting)" = "hello world" ]
+check "  <<EOT sh: the body is the command's stdin" [ "$(hd second)" = second ]
+check "  two heredocs, the quoted one not expanded" bash -c '[ "$1" = "one world" ] && [ "$2" = "two \$WHO" ]' _ "$(hd a)" "$(hd b)"
+check "  a shebang body runs with its interpreter" bash -c '[ "${1#shebang }" != "$1" ]' _ "$(hd shebang)"
+check "  <<- strips leading tabs" [ "$(hd tabs)" = tabs ]
+
 # --- COPY and ADD --------------------------------------------------------------------------------
 C="$WORK/ctx-copy"
 mkdir -p "$C/src/sub" "$C/secret"

@@ -399,6 +399,8 @@ int bld_build(const struct bld_build_opts *opts, struct bld_build_result *ret, s
                 b.stages[i].name = g->stages[i].stage->name ? xstrdup(g->stages[i].stage->name)
                                                            : xasprintf("stage-%zu", i);
         }
+        if (b.none && bld_prefetch_images(&b, err) < 0)
+                goto out;
         for (wave = 1; wave <= g->n_waves; wave++)
                 if (run_wave(&b, wave, err) < 0)
                         goto out;

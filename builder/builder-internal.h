@@ -344,6 +344,7 @@ struct bld_build {
         bool failed;
         struct timespec started;
         struct bld_none *none;        /* --isolation none; NULL otherwise */
+        bool prefetched;              /* every image is in the store: --pull is done */
 };
 
 /* A step being run, for its events. */
@@ -403,4 +404,7 @@ int bld_none_stage_done(struct bld_stage *st, struct kiln_error **err);
 
 /** Runs a stage from FROM to its last instruction. */
 int bld_stage_run(struct bld_stage *st, struct kiln_error **err);
+
+/** Pulls or finds every image the needed stages name (FROM, COPY --from) before any runs. */
+int bld_prefetch_images(struct bld_build *b, struct kiln_error **err);
 void bld_stage_release(struct bld_stage *st);

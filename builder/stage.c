@@ -254,7 +254,8 @@ static int resolve_image(struct bld_build *b, const char *ref, const char *platf
                 return -1;
         normal = reg_ref_string(&r);
         reg_ref_release(&r);
-        if (!b->o->pull) {
+        /* --pull pulls once: after bld_prefetch_images() the store has it */
+        if (!b->o->pull || b->prefetched) {
                 if (layer_store_resolve(b->o->store, ref, &found, NULL) == 0) {
                         layer_ref_release(&found);
                         return bld_image_layers(b->o->store, ref, ret, err);
@@ -337,6 +338,38 @@ static int from_image(struct bld_stage *st, const char *ref, const char *platfor
 out:
         bld_image_layers_release(&img);
         return r;
+}
+
+/*
+ * Pulls (or finds in the store) every image the needed stages name, FROM and COPY --from,
+ * before any stage runs. With --isolation none the first stage with RUN empties /, and with it
+ * the CA certificates and resolver configuration a later pull would need (kaniko's trap).
+ */
+int bld_prefetch_images(struct bld_build *b, struct kiln_error **err)
+{
+        const struct df_graph *g = b->o->graph;
+        size_t k, e;
+
+        for (k = 0; k < g->n_order; k++) {
+                const struct df_gstage *gs = &g->stages[g->order[k]];
+                struct bld_image_layers img = { 0 };
+
+                if (gs->base_kind == DF_BASE_IMAGE || gs->base_kind == DF_BASE_LAYOUT) {
+                        if (resolve_image(b, gs->base, gs->platform ? gs->platform : b->o->platform, &img, err) < 0)
+                                return kiln_error_wrap(err, "FROM %s", gs->base);
+                        bld_image_layers_release(&img);
+                }
+                for (e = 0; e < gs->n_edges; e++) {
+                        const struct df_edge *ed = &gs->edges[e];
+                        if (ed->kind != DF_EDGE_COPY || !ed->image)
+                                continue;
+                        if (resolve_image(b, ed->image, b->o->platform, &img, err) < 0)
+                                return kiln_error_wrap(err, "COPY --from=%s", ed->image);
+                        bld_image_layers_release(&img);
+                }
+        }
+        b->prefetched = true;
+        return 0;
 }
 
 static void from_stage(struct bld_stage *st, const struct bld_stage *base)

@@ -190,4 +190,15 @@ run_bundle "$H"
 check "KILN_ISOLATION_NONE_FORCE=1 runs it anyway" test "$rc" = 0
 check "and its image has RUN's file" sh -c "umoci unpack --image '$H/rootfs/kiln/store:out' '$WORK/u2' >/dev/null && grep -qx hi '$WORK/u2/rootfs/hi'"
 
+# --- every base image is fetched before a stage takes / ------------------------------------------
+P="$WORK/p"
+check "a fresh container bundle is made" make_bundle "$P" yes
+printf 'FROM kiln-test/busybox:1 AS a\nRUN echo ran >/ran-a\nFROM 127.0.0.1:9/nothing:1\nCOPY --from=a /ran-a /x\n' \
+        >"$P/rootfs/ctx/Dockerfile"
+run_bundle "$P"
+check "a base image that cannot be pulled fails the build (1)" test "$rc" = 1
+check "  naming it" has "127.0.0.1:9/nothing" "$WORK/err"
+check "  before any stage emptied / (images are fetched first)" \
+        sh -c "test -e '$P/rootfs/container-file' && ! test -e '$P/rootfs/ran-a'"
+
 finish

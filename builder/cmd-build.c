@@ -271,12 +271,28 @@ struct printer {
 };
 
 static void print_line(struct printer *p, const char *fmt, ...) _printf_(2, 3);
+static void print_info(struct printer *p, const char *fmt, ...) _printf_(2, 3);
 
 static void print_line(struct printer *p, const char *fmt, ...)
 {
         _cleanup_free_ char *line = NULL;
         va_list ap;
 
+        va_start(ap, fmt);
+        line = xvasprintf(fmt, ap);
+        va_end(ap);
+        if (p->ctx->progress)
+                p->ctx->progress(line);
+}
+
+/* A "# ..." progress note: not with --progress quiet */
+static void print_info(struct printer *p, const char *fmt, ...)
+{
+        _cleanup_free_ char *line = NULL;
+        va_list ap;
+
+        if (p->quiet)
+                return;
         va_start(ap, fmt);
         line = xvasprintf(fmt, ap);
         va_end(ap);
@@ -371,7 +387,7 @@ static int push_tags(struct build_opts *o, struct layer_store *store, struct reg
                 reg_ref_release(&ref);
                 if (reg_push(client, store, o->tags[i], dest, &po, &res, err) < 0)
                         return -1;
-                print_line(p, "# pushed %s %s", dest, res.manifest_digest);
+                print_info(p, "# pushed %s %s", dest, res.manifest_digest);
         }
         return 0;
 }
@@ -489,14 +505,14 @@ static int export_outputs(struct build_opts *o, struct layer_store *store, const
                                 .warn = export_warning,
                                 .warn_ctx = p->ctx,
                         };
-                        print_line(p, "# exporting the root filesystem to %s", out->dest);
+                        print_info(p, "# exporting the root filesystem to %s", out->dest);
                         r = layer_export_rootfs(store, res->manifest_digest, out->dest, &xo, err);
                 } else {
                         if (export_names(o, out, &en, err) < 0)
                                 return -1;
                         eo.names = en.names;
                         eo.n_names = en.n;
-                        print_line(p, "# exporting to %s (%s%s)", strcmp(out->dest, "-") ? out->dest : "stdout",
+                        print_info(p, "# exporting to %s (%s%s)", strcmp(out->dest, "-") ? out->dest : "stdout",
                                    out->kind == OUTPUT_DOCKER ? "docker archive" : "oci layout",
                                    out->kind == OUTPUT_OCI && !out->tar ? " directory" : "");
                         r = out->tar ? export_tar_file(store, &img, &eo, out->dest, err)
@@ -695,7 +711,7 @@ static int run_build(void *state, char **args, unsigned n_args, struct cli_ctx *
                 if (layer_store_tag(store, o->tags[i], res.manifest_digest, res.manifest_media_type,
                                     res.manifest_size, err) < 0)
                         return -1;
-                print_line(&p, "# naming to %s", o->tags[i]);
+                print_info(&p, "# naming to %s", o->tags[i]);
         }
         if (o->push && push_tags(o, store, client, &p, err) < 0)
                 return -1;

@@ -210,12 +210,16 @@ int layer_store_open(const char *root, struct layer_store **ret, struct kiln_err
         mode_t mode = geteuid() == 0 ? 0755 : 0700;
 
         s->rootfd = s->blobsfd = s->privfd = s->tmpfd = s->gcfd = -1;
-        s->root = xstrdup(root);
         if (mkdir_parents(root, mode, err) < 0)
                 return kiln_error_wrap(err, "store");
         s->rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (s->rootfd < 0)
                 return kiln_error_errno(err, KILN_ERR_IO, "open the store '%s'", root);
+        /* Paths under the root go to mount(2) and to children in other directories: absolute. */
+        s->root = realpath(root, NULL);
+        if (!s->root)
+                return kiln_error_errno(err, KILN_ERR_IO, "resolve the store '%s'", root);
+        root = s->root;
         if ((s->privfd = open_dir_at(s->rootfd, ".kiln", true, 0700, err)) < 0 ||
             (s->tmpfd = open_dir_at(s->privfd, "tmp", true, 0700, err)) < 0)
                 return kiln_error_wrap(err, "store '%s'", root);

@@ -62,6 +62,7 @@
 #include <linux/openat2.h>
 #include <net/if.h>
 #include <poll.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
@@ -253,6 +254,16 @@ static int sys_openat2(int dfd, const char *path, int flags, uint64_t resolve)
 
         return (int) syscall(SYS_openat2, dfd, path, &how, sizeof(how));
 }
+
+/*
+ * Threads of one build start sandboxes at once, and a child forked by one thread holds copies of
+ * every descriptor the process had at that moment; the children of sb_call() and sb_unshare()
+ * run without exec for as long as their work takes. If such a child caught the write end of
+ * another sandbox's report or output pipe, that sandbox's caller would wait for an end of file
+ * that only comes when the unrelated child exits. So pipes that carry an end of file are made,
+ * handed to their child and closed on this side under one lock, and no fork happens meanwhile.
+ */
+static pthread_mutex_t spawn_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int close_from(unsigned first)
 {
@@ -1180,6 +1191,8 @@ _noreturn_ static void keeper_main(struct child *c, pid_t caller)
 
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != caller)
                 _exit(1);
+        /* forked while the caller held it: this process has no other thread to release it */
+        spawn_lock = (pthread_mutex_t) PTHREAD_MUTEX_INITIALIZER;
         reset_signals();
         if (c->run && keep_fds(c) < 0) {
                 fail(c, KILN_ERR_CHILD, "sandbox: arrange descriptors");
@@ -1303,8 +1316,11 @@ static int run_idmap_helper(const char *prog, pid_t pid, const struct sb_idmap *
                 argv[3 + 3 * i] = xasprintf("%u", m[i].outside);
                 argv[4 + 3 * i] = xasprintf("%u", m[i].count);
         }
-        if (pipe2(fds, O_CLOEXEC) < 0)
+        pthread_mutex_lock(&spawn_lock);
+        if (pipe2(fds, O_CLOEXEC) < 0) {
+                pthread_mutex_unlock(&spawn_lock);
                 return kiln_error_errno(err, KILN_ERR_IO, "sandbox: pipe");
+        }
         out_r = fds[0];
         out_w = fds[1];
         posix_spawn_file_actions_init(&fa);
@@ -1314,6 +1330,7 @@ static int run_idmap_helper(const char *prog, pid_t pid, const struct sb_idmap *
         r = posix_spawn(&child, prog, &fa, NULL, argv, environ);
         posix_spawn_file_actions_destroy(&fa);
         closefd(&out_w);
+        pthread_mutex_unlock(&spawn_lock);
         if (r != 0) {
                 errno = r;
                 return kiln_error_errno(err, r == ENOENT ? KILN_ERR_UNSUPPORTED : KILN_ERR_CHILD,
@@ -1435,12 +1452,17 @@ static int spawn(struct child *c, struct outcome *o, struct kiln_error **err)
         pid_t self = getpid();
         int st, sv[2];
 
-        if (make_pipe(&rep_r, &rep_w, err) < 0 || (c->run && make_pipe(&out_r, &out_w, err) < 0))
+        pthread_mutex_lock(&spawn_lock);
+        if (make_pipe(&rep_r, &rep_w, err) < 0 || (c->run && make_pipe(&out_r, &out_w, err) < 0)) {
+                pthread_mutex_unlock(&spawn_lock);
                 return -1;
+        }
         if (is_userns(c)) {
                 /* A socket, so that a dead keeper is EPIPE for us, not SIGPIPE. */
-                if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+                if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+                        pthread_mutex_unlock(&spawn_lock);
                         return kiln_error_errno(err, KILN_ERR_IO, "sandbox: socketpair");
+                }
                 sync_r = sv[0];
                 sync_w = sv[1];
         }
@@ -1448,13 +1470,14 @@ static int spawn(struct child *c, struct outcome *o, struct kiln_error **err)
         c->out = out_w;
         c->sync = sync_r;
         pid = fork();
-        if (pid < 0)
-                return kiln_error_errno(err, KILN_ERR_CHILD, "sandbox: fork");
         if (pid == 0)
                 keeper_main(c, self);
         closefd(&rep_w);
         closefd(&out_w);
         closefd(&sync_r);
+        pthread_mutex_unlock(&spawn_lock);
+        if (pid < 0)
+                return kiln_error_errno(err, KILN_ERR_CHILD, "sandbox: fork");
         if (is_userns(c) && handshake(c, pid, rep_r, &sync_w, o, err) < 0)
                 return -1;
         closefd(&sync_w);

@@ -506,8 +506,8 @@ mkdir -p "$WORK/ctx-relroot"
 printf 'FROM kiln-test/busybox:1\nRUN echo rel > /rel\n' >"$WORK/ctx-relroot/Dockerfile"
 check "a relative store path (KILN_ROOT=store) works with RUN" \
         bash -c 'cd "$1" && KILN_ROOT=store "$2" build --progress quiet -t relroot ctx-relroot >/dev/null' _ "$WORK" "$KILN"
-check "--progress quiet prints the digest and nothing else" \
-        bash -c '"$1" build --progress quiet -t quiet:1 "$2" >"$3/q.out" 2>"$3/q.err" && [ ! -s "$3/q.err" ] &&
+check "--progress quiet prints the digest and nothing else (warnings aside)" \
+        bash -c '"$1" build --progress quiet -t quiet:1 "$2" >"$3/q.out" 2>"$3/q.err" && ! grep -qv "^warning: " "$3/q.err" &&
                 grep -qx "sha256:[0-9a-f]\{64\}" "$3/q.out" && [ "$(wc -l <"$3/q.out")" = 1 ]' _ "$KILN" "$WORK/ctx-relroot" "$WORK"
 check "--push without -t is a usage error (2)" run 2 "$KILN" build --push "$WORK/ctx-basic"
 check "a bad --isolation is a usage error (2)" run 2 "$KILN" build --isolation chroot "$WORK/ctx-basic"

@@ -770,7 +770,9 @@ const struct cli_verb cli_verb_build = {
                 "\nFROM takes an image (the store's, else pulled), scratch, an earlier stage, or\n"
                 "oci-layout://DIR[:TAG|@DIGEST]: an OCI image layout on disk, DIR relative to the\n"
                 "current directory, TAG its org.opencontainers.image.ref.name (default latest).\n"
-                "A base's ONBUILD triggers run right after FROM and are not inherited.\n",
+                "A base's ONBUILD triggers run right after FROM and are not inherited.\n"
+                "CONTEXT is a directory, or - for a tar archive of one on stdin (plain, gzip,\n"
+                "bzip2, xz or zstd; -f then names a file in it) or a lone Dockerfile.\n",
         .options = build_options,
         .shortopts = "f:t:o:j:",
         .min_args = 1,

@@ -149,10 +149,27 @@ void bld_map_owners(const struct bld_build *b, struct layer_changes *changes)
 
 /* ---- isolation ---- */
 
+/* Where overlay cannot be mounted on the scratch directory, each stage works in a tree of its
+ * own (builder/stage-tree.c); the isolation message says so. */
+static int choose_overlay(struct bld_build *b, const char *overlay_fail, char **ret_why)
+{
+        char *why;
+
+        if (!overlay_fail)
+                return 0;
+        why = xasprintf("%s; overlay cannot be mounted on '%s' (%s): each stage works in a copy of its root "
+                        "filesystem, diffed after each step",
+                        *ret_why, b->scratch_path, overlay_fail);
+        free(*ret_why);
+        *ret_why = why;
+        b->trees = true;
+        return 0;
+}
+
 static int choose_isolation(struct bld_build *b, char **ret_why, struct kiln_error **err)
 {
         enum sb_isolation probed;
-        _cleanup_free_ char *why = NULL;
+        _cleanup_free_ char *why = NULL, *overlay_fail = NULL;
 
         switch (b->o->isolation) {
         case BLD_ISOLATION_ROOT:
@@ -160,13 +177,17 @@ static int choose_isolation(struct bld_build *b, char **ret_why, struct kiln_err
                         return kiln_error_new(err, KILN_ERR_UNSUPPORTED, "--isolation root needs root; use userns");
                 b->isolation = SB_ISOLATION_ROOT;
                 *ret_why = xstrdup("root (asked for)");
-                return 0;
+                if (sb_probe_overlay(b->isolation, b->scratch_path, &overlay_fail, err) < 0)
+                        return -1;
+                break;
         case BLD_ISOLATION_USERNS:
                 b->isolation = SB_ISOLATION_USERNS;
                 *ret_why = xstrdup("userns (asked for)");
+                if (sb_probe_overlay(b->isolation, b->scratch_path, &overlay_fail, err) < 0)
+                        return -1;
                 break;
         case BLD_ISOLATION_AUTO:
-                if (sb_probe(&probed, &why, err) < 0)
+                if (sb_probe_at(b->scratch_path, &probed, &why, &overlay_fail, err) < 0)
                         return kiln_error_wrap(err, "no isolation works here (in a container that forbids "
                                                     "namespaces, --isolation none runs RUN in its own /, as kaniko)");
                 b->isolation = probed;
@@ -193,6 +214,8 @@ static int choose_isolation(struct bld_build *b, char **ret_why, struct kiln_err
                                     "no /etc/subuid or /etc/subgid range for this user: only uid and gid 0 exist in "
                                     "RUN, so chown to other ids fails");
         }
+        if (!b->none)
+                choose_overlay(b, overlay_fail, ret_why);
         b->env.isolation = b->isolation;
         b->env.network = b->o->network == BLD_NETWORK_NONE ? SB_NETWORK_NONE : SB_NETWORK_HOST;
         return 0;
@@ -380,9 +403,7 @@ int bld_build(const struct bld_build_opts *opts, struct bld_build_result *ret, s
         pthread_mutex_init(&b.lock, NULL);
         clock_gettime(CLOCK_MONOTONIC, &b.started);
         b.created = opts->source_date_epoch >= 0 ? opts->source_date_epoch : (int64_t) time(NULL);
-        if (choose_isolation(&b, &ret->isolation_why, err) < 0)
-                goto out;
-        build_event(&b, BLD_EVENT_INFO, "isolation: %s", ret->isolation_why);
+        /* The scratch directory first: overlay is tried where the steps' directories will be. */
         b.scratchfd = layer_store_scratch(opts->store, &b.scratch_name, err);
         if (b.scratchfd < 0)
                 goto out;
@@ -392,6 +413,9 @@ int bld_build(const struct bld_build_opts *opts, struct bld_build_result *ret, s
                 kiln_error_errno(err, KILN_ERR_IO, "make '%s'", b.empty_dir);
                 goto out;
         }
+        if (choose_isolation(&b, &ret->isolation_why, err) < 0)
+                goto out;
+        build_event(&b, BLD_EVENT_INFO, "isolation: %s", ret->isolation_why);
         b.stages = xcalloc(g->n_stages, sizeof(*b.stages));
         for (i = 0; i < g->n_stages; i++) {
                 b.stages[i].b = &b;

@@ -33,12 +33,25 @@ struct sb_idmap {
         uint32_t inside, outside, count;
 };
 
-/* The root filesystem of a step: an overlay of read-only lower directories and a fresh upper. */
+/* The root filesystem of a step: an overlay of read-only lower directories and a fresh upper,
+ * or (where overlay cannot be mounted) one plain directory, changed in place. */
 struct sb_rootfs {
         const char *const *lowers; /* absolute paths, TOP FIRST (the newest layer first) */
         size_t n_lowers;           /* at least 1 */
         const char *upper;         /* an empty directory: the step's changes land here */
         const char *work;          /* an empty directory on the upper's filesystem */
+        const char *dir;           /* set: this directory (absolute) is bound as the root and
+                                    * the fields above are ignored; stubs are made in it and
+                                    * removed again as they are in an upper */
+};
+
+/* A mount stub (/proc, /dev, /etc, /etc/hosts, /etc/resolv.conf) made in a root directory:
+ * removed later only if it still is that inode, unchanged. */
+#define SB_STUBS_MAX 5
+struct sb_stub_state {
+        uint64_t ino;
+        uint32_t mode;
+        uint32_t made;
 };
 
 /* How the namespaces are made; shared by sb_run() and sb_call(). */
@@ -107,8 +120,37 @@ int sb_unshare(const struct sb_env *env, int (*fn)(void *ctx, int rootfd, struct
                void *ctx, struct kiln_error **err);
 
 /** What this machine allows, with the reason in `why` ("running as root", "unprivileged user
- * namespaces are disabled: /proc/sys/user/max_user_namespaces is 0"). */
+ * namespaces are disabled: /proc/sys/user/max_user_namespaces is 0"); overlay is tried in
+ * $TMPDIR and must work. */
 int sb_probe(enum sb_isolation *ret, char **ret_why, struct kiln_error **err);
+
+/**
+ * The same with overlay tried in `dir` (a directory made and removed there): the isolation is
+ * chosen by what namespaces allow, and *ret_overlay_fail (NULL when overlay works) says why
+ * overlay cannot be mounted there ("filesystem on '...' not supported as upperdir: Invalid
+ * argument"). UNSUPPORTED only when no namespaces work.
+ */
+int sb_probe_at(const char *dir, enum sb_isolation *ret, char **ret_why, char **ret_overlay_fail,
+                struct kiln_error **err);
+
+/** Whether overlay can be mounted in `dir` with `isolation` (in a user namespace with only the
+ * caller's id mapped); *ret_fail is NULL when it can, or when the namespaces themselves fail
+ * (the sandbox then says why). */
+int sb_probe_overlay(enum sb_isolation isolation, const char *dir, char **ret_fail,
+                     struct kiln_error **err);
+
+/**
+ * Makes the mount targets sb_run() needs in the root directory `dir` (/proc and /dev, and
+ * /etc/hosts and /etc/resolv.conf when the host has them) where missing, never through a
+ * symlink, in this process (call it as root of the build's user namespace, with umask 022).
+ * ret[] records what was made, for sb_stubs_remove(). CHILD on failure.
+ */
+int sb_stubs_make(const char *dir, struct sb_stub_state ret[SB_STUBS_MAX], struct kiln_error **err);
+
+/** Removes the stubs sb_stubs_make() made that are still as they were (never following a
+ * symlink; a directory only when empty). IO on failure. */
+int sb_stubs_remove(const char *dir, const struct sb_stub_state stubs[SB_STUBS_MAX],
+                    struct kiln_error **err);
 
 /** The caller's /etc/subuid and /etc/subgid ranges as maps (caller -> 0, then the range from
  * 1); n == 0 when there are none. Caller frees. */
@@ -327,6 +369,10 @@ struct bld_stage {
         bool cmd_inherited;           /* Cmd came from the base (ENTRYPOINT resets it) */
         json_t *triggers;             /* the base's OnBuild, taken out of the config at FROM */
         bool done;
+        /* Without overlay (b->trees): the stage's root, made on its first step */
+        char *tree;                   /* SCRATCH/tree-<index>; NULL until made */
+        struct sb_stub_state stubs[SB_STUBS_MAX]; /* mount stubs made in it for RUN */
+        bool stubs_made;
 };
 
 struct bld_build {
@@ -344,6 +390,8 @@ struct bld_build {
         bool failed;
         struct timespec started;
         struct bld_none *none;        /* --isolation none; NULL otherwise */
+        bool trees;                   /* overlay cannot be mounted on the scratch directory:
+                                       * stages work in trees of their own (stage-tree.c) */
         bool prefetched;              /* every image is in the store: --pull is done */
 };
 
@@ -401,6 +449,34 @@ int bld_none_commit(struct bld_stage *st, const char *created_by, struct kiln_er
 
 /** After a stage: when later stages use it, its files as one directory (its only lower). */
 int bld_none_stage_done(struct bld_stage *st, struct kiln_error **err);
+
+/** Adds a layer to the stage's list (not to its config). */
+void bld_stage_add_layer(struct bld_stage *st, const char *digest, const char *diff_id, uint64_t size,
+                         const char *media_type);
+
+/** Writes `changes` as a layer blob into the store (*ret_empty when there are none); with
+ * `map_owners` the owners are mapped as bld_map_owners() does first. */
+int bld_write_layer(struct bld_build *b, struct layer_changes *changes, bool map_owners, bool *ret_empty,
+                    struct layer_desc *ret, struct kiln_error **err);
+
+/* ------------------------------------------------------------------------------------ */
+/* Without overlay: a stage's own tree, diffed after each step (builder/stage-tree.c)     */
+/* ------------------------------------------------------------------------------------ */
+
+/**
+ * Before a step: makes the stage's tree on its first step (its layers extracted in order, in
+ * the build's user namespace with subordinate ids, owners recorded with a single id), for RUN
+ * its mount stubs (kept until the stage ends, so they never show in a diff), and a snapshot of
+ * it. *ret_dir (borrowed) is the tree, the step's sb_rootfs.dir.
+ */
+int bld_tree_begin(struct bld_stage *st, bool run, const char **ret_dir, struct kiln_error **err);
+
+/** After a step: what changed in the tree since bld_tree_begin() (with the ancestors an
+ * overlay upper would hold) as the step's layer; nothing: an empty history entry. */
+int bld_tree_commit(struct bld_stage *st, const char *created_by, struct kiln_error **err);
+
+/** After a stage: its stubs removed; its tree made when a later stage copies from it. */
+int bld_tree_stage_done(struct bld_stage *st, struct kiln_error **err);
 
 /** Runs a stage from FROM to its last instruction. */
 int bld_stage_run(struct bld_stage *st, struct kiln_error **err);

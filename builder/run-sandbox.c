@@ -164,12 +164,7 @@ static const struct stub_def stub_defs[_STUB_MAX] = {
         [STUB_RESOLV] = { "etc/resolv.conf", "resolv.conf", STUB_ETC, false, true },
 };
 
-/* A stub as it was made in the upper: removed afterwards only if it still is that inode. */
-struct stub_state {
-        uint64_t ino;
-        uint32_t mode;
-        uint32_t made;
-};
+_Static_assert(_STUB_MAX == SB_STUBS_MAX, "sb_stub_state arrays hold every stub");
 
 enum msg_type {
         MSG_NONE,
@@ -182,7 +177,7 @@ enum msg_type {
 struct msg {
         uint32_t type;
         int32_t kind, errnum, status;
-        struct stub_state stubs[_STUB_MAX];
+        struct sb_stub_state stubs[_STUB_MAX];
         char text[MSG_TEXT_MAX];
 };
 
@@ -200,7 +195,7 @@ struct child {
         int sync;              /* read end: the caller wrote the id maps (USERNS) */
         int out;               /* write end of the output pipe (sb_run) */
         int upperfd, rootfd;
-        struct stub_state stubs[_STUB_MAX];
+        struct sb_stub_state stubs[_STUB_MAX];
         struct msg err; /* the first failure, sent on exit */
 };
 
@@ -373,7 +368,8 @@ static int attach(int mntfd, int targetfd)
 static int clone_tree(int dfd, const char *path, bool recursive, bool rdonly)
 {
         unsigned rec = recursive ? AT_RECURSIVE : 0;
-        int fd = sys_open_tree(dfd, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | rec);
+        int fd = sys_open_tree(dfd, path,
+                               OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | rec | (*path ? 0 : AT_EMPTY_PATH));
 
         if (fd >= 0 && rdonly &&
             sys_mount_setattr(fd, "", AT_EMPTY_PATH | rec, MOUNT_ATTR_RDONLY) < 0) {
@@ -440,7 +436,7 @@ static void stub_note(struct child *c, enum stub id, bool had)
         if (had || c->stubs[id].made ||
             fstatat(c->upperfd, stub_defs[id].path, &st, AT_SYMLINK_NOFOLLOW) < 0)
                 return;
-        c->stubs[id] = (struct stub_state){ .ino = st.st_ino, .mode = st.st_mode, .made = 1 };
+        c->stubs[id] = (struct sb_stub_state){ .ino = st.st_ino, .mode = st.st_mode, .made = 1 };
 }
 
 static int target_open(struct child *c, enum stub id, int *ret_fd);
@@ -636,12 +632,35 @@ static int overlay_mount2(struct child *c)
                     "sandbox: mount overlay on '%s'", c->root->work);
 }
 
+/* Where overlay cannot be mounted: the root directory itself, bound onto itself (pivot_root
+ * needs a mount); the command's changes land in it, and its stubs are tracked as an upper's. */
+static int mount_dir(struct child *c)
+{
+        int mnt;
+
+        c->upperfd = open(c->root->dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (c->upperfd < 0)
+                return fail(c, KILN_ERR_CHILD, "sandbox: open '%s'", c->root->dir);
+        mnt = clone_tree(c->upperfd, "", false, false);
+        if (mnt < 0)
+                return fail(c, KILN_ERR_CHILD, "sandbox: bind '%s'", c->root->dir);
+        if (sys_move_mount(mnt, "", c->upperfd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0) {
+                fail(c, KILN_ERR_CHILD, "sandbox: bind '%s' onto itself", c->root->dir);
+                close(mnt);
+                return -1;
+        }
+        c->rootfd = mnt;
+        return 0;
+}
+
 static int mount_rootfs(struct child *c)
 {
         int mnt;
 
         if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
                 return fail(c, KILN_ERR_CHILD, "sandbox: make the mounts private");
+        if (c->root->dir)
+                return mount_dir(c);
         c->upperfd = open(c->root->upper, O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (c->upperfd < 0)
                 return fail(c, KILN_ERR_CHILD, "sandbox: open '%s'", c->root->upper);
@@ -1229,7 +1248,7 @@ _noreturn_ static void keeper_main(struct child *c, pid_t caller)
 
 struct outcome {
         struct msg err; /* type MSG_ERROR when a child failed */
-        struct stub_state stubs[_STUB_MAX];
+        struct sb_stub_state stubs[_STUB_MAX];
         bool have_status;
         int status;
         int keeper_status;
@@ -1492,7 +1511,7 @@ static int spawn(struct child *c, struct outcome *o, struct kiln_error **err)
 }
 
 /* Removes one stub from the upper if it is still the inode that was made, unchanged. */
-static int remove_stub(const char *upper, int upperfd, enum stub id, const struct stub_state *s,
+static int remove_stub(const char *upper, int upperfd, enum stub id, const struct sb_stub_state *s,
                        struct kiln_error **err)
 {
         const struct stub_def *d = &stub_defs[id];
@@ -1526,7 +1545,7 @@ static int remove_stub(const char *upper, int upperfd, enum stub id, const struc
                                 d->path, upper);
 }
 
-static int remove_stubs(const char *upper, const struct stub_state *stubs, struct kiln_error **err)
+static int remove_stubs(const char *upper, const struct sb_stub_state *stubs, struct kiln_error **err)
 {
         _cleanup_close_ int fd = -1;
         int id;
@@ -1571,7 +1590,7 @@ static int finish(const struct child *c, const struct outcome *o, int *ret_statu
 {
         _cleanup_free_ char *how = NULL;
 
-        const char *upper = c->root ? c->root->upper : NULL;
+        const char *upper = c->root ? (c->root->dir ? c->root->dir : c->root->upper) : NULL;
 
         if (o->err.type == MSG_ERROR) {
                 if (upper)
@@ -1605,14 +1624,19 @@ static int check_setup(const struct sb_rootfs *root, const struct sb_env *env,
 {
         size_t i;
 
-        if (!root->lowers || root->n_lowers == 0)
-                return kiln_error_new(err, KILN_ERR_INVALID, "sandbox: no lower directory");
-        for (i = 0; i < root->n_lowers; i++)
-                if (check_path("lower directory", root->lowers[i], err) < 0)
+        if (root->dir) {
+                if (check_path("root directory", root->dir, err) < 0)
                         return -1;
-        if (check_path("upper directory", root->upper, err) < 0 ||
-            check_path("work directory", root->work, err) < 0)
-                return -1;
+        } else {
+                if (!root->lowers || root->n_lowers == 0)
+                        return kiln_error_new(err, KILN_ERR_INVALID, "sandbox: no lower directory");
+                for (i = 0; i < root->n_lowers; i++)
+                        if (check_path("lower directory", root->lowers[i], err) < 0)
+                                return -1;
+                if (check_path("upper directory", root->upper, err) < 0 ||
+                    check_path("work directory", root->work, err) < 0)
+                        return -1;
+        }
         if (env->n_uid_map > MAX_ID_LINES || env->n_gid_map > MAX_ID_LINES ||
             (env->n_uid_map && !env->uid_map) || (env->n_gid_map && !env->gid_map))
                 return kiln_error_new(err, KILN_ERR_INVALID, "sandbox: invalid id maps");
@@ -1726,6 +1750,7 @@ enum probe_step {
 
 struct probe_result {
         int32_t step, errnum;
+        char log[256]; /* the kernel's message about a refused overlay, if any */
 };
 
 static int probe_write(const char *path, const char *text)
@@ -1735,14 +1760,46 @@ static int probe_write(const char *path, const char *text)
         return fd < 0 || write(fd, text, strlen(text)) < 0 ? -1 : 0;
 }
 
+/* An overlay of dir/{lower,upper,work} attached on dir/merged; the kernel's complaint in `log`. */
+static int probe_overlay_mount(const char *dir, bool userns, char *log, size_t size)
+{
+        static const char *const keys[] = { "lowerdir", "upperdir", "workdir" };
+        static const char *const names[] = { "lower", "upper", "work" };
+        _cleanup_close_ int fs = sys_fsopen("overlay", FSOPEN_CLOEXEC), mnt = -1;
+        char path[PATH_MAX + 16];
+        size_t i;
+
+        if (fs < 0)
+                return -1;
+        for (i = 0; i < ELEMENTSOF(keys); i++) {
+                snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+                if (sys_fsconfig(fs, FSCONFIG_SET_STRING, keys[i], path, 0) < 0)
+                        goto fail;
+        }
+        (void) sys_fsconfig(fs, FSCONFIG_SET_STRING, "index", "off", 0);
+        if (userns && sys_fsconfig(fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0)
+                goto fail;
+        if (sys_fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+                goto fail;
+        mnt = sys_fsmount(fs, FSMOUNT_CLOEXEC, 0);
+        if (mnt < 0)
+                goto fail;
+        snprintf(path, sizeof(path), "%s/merged", dir);
+        return sys_move_mount(mnt, "", AT_FDCWD, path, MOVE_MOUNT_F_EMPTY_PATH);
+fail:
+        i = (size_t) errno;
+        fs_log(fs, log, size);
+        errno = (int) i;
+        return -1;
+}
+
 /* The steps sb_run() depends on, in a throw-away child: namespaces, maps, the mount API, overlay.
  */
-static enum probe_step probe_steps(const char *dir, bool userns, uid_t uid, gid_t gid)
+static enum probe_step probe_steps(const char *dir, bool userns, uid_t uid, gid_t gid, char *log,
+                                   size_t size)
 {
-        char lower[PATH_MAX + 16], upper[PATH_MAX + 16], work[PATH_MAX + 16], merged[PATH_MAX];
-        const char *opts[] = { lower, upper, work, "index=off", NULL, NULL };
         char map[64];
-        _cleanup_close_ int tree = -1, mnt = -1;
+        _cleanup_close_ int tree = -1;
 
         if (unshare(CLONE_NEWNS | (userns ? CLONE_NEWUSER : 0)) < 0)
                 return PROBE_UNSHARE;
@@ -1755,19 +1812,13 @@ static enum probe_step probe_steps(const char *dir, bool userns, uid_t uid, gid_
                 snprintf(map, sizeof(map), "0 %u 1\n", (unsigned) uid);
                 if (probe_write("/proc/self/uid_map", map) < 0)
                         return PROBE_MAP;
-                opts[4] = "userxattr";
         }
         if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
                 return PROBE_PRIVATE;
         tree = clone_tree(AT_FDCWD, "/dev/null", false, true);
         if (tree < 0)
                 return PROBE_MOUNT_API;
-        snprintf(lower, sizeof(lower), "lowerdir=%s/lower", dir);
-        snprintf(upper, sizeof(upper), "upperdir=%s/upper", dir);
-        snprintf(work, sizeof(work), "workdir=%s/work", dir);
-        snprintf(merged, sizeof(merged), "%s/merged", dir);
-        mnt = new_fs("overlay", opts, 0);
-        if (mnt < 0 || sys_move_mount(mnt, "", AT_FDCWD, merged, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        if (probe_overlay_mount(dir, userns, log, size) < 0)
                 return PROBE_OVERLAY;
         return PROBE_OK;
 }
@@ -1793,9 +1844,27 @@ static void remove_tree_at(int parent, const char *name, unsigned depth)
         (void) unlinkat(parent, name, AT_REMOVEDIR);
 }
 
+/* Why overlay failed in `dir`: the kernel's message when it gave one, and errno. */
+static char *overlay_reason(const struct probe_result *r, bool userns)
+{
+        const char *e = strerror(r->errnum);
+        char log[sizeof(r->log) + 1];
+
+        snprintf(log, sizeof(log), "%.*s", (int) sizeof(r->log), r->log);
+        log[strcspn(log, "\n")] = '\0';
+        if (log[0])
+                return xasprintf("%s: %s", log, e);
+        if (userns)
+                return xasprintf("%s; in a user namespace Linux 5.11 or newer is needed, with user "
+                                 "xattrs on that filesystem",
+                                 e);
+        return xstrdup(e);
+}
+
 static char *probe_reason(const struct probe_result *r, bool userns, const char *dir)
 {
         const char *e = strerror(r->errnum);
+        _cleanup_free_ char *why = NULL;
 
         switch ((enum probe_step) r->step) {
         case PROBE_OK:
@@ -1810,30 +1879,27 @@ static char *probe_reason(const struct probe_result *r, bool userns, const char 
         case PROBE_MOUNT_API:
                 return xasprintf("the mount API is refused (open_tree: %s)", e);
         case PROBE_OVERLAY:
-                return userns ? xasprintf("overlay cannot be mounted in a user namespace on '%s' "
-                                          "(Linux 5.11 or newer is needed, with user xattrs on "
-                                          "that filesystem): %s",
-                                          dir, e)
-                              : xasprintf("overlay cannot be mounted on '%s': %s", dir, e);
+                why = overlay_reason(r, userns);
+                return userns ? xasprintf("overlay cannot be mounted in a user namespace on '%s' (%s)", dir, why)
+                              : xasprintf("overlay cannot be mounted on '%s' (%s)", dir, why);
         }
         return xasprintf("probe step %d failed (%s)", (int) r->step, e);
 }
 
-/* Tries the sandbox's steps in a child; *ret_fail is NULL when they all work. */
-static int probe(bool userns, char **ret_fail, struct kiln_error **err)
+/* Tries the sandbox's steps in a child, in a directory made in `base`. */
+static int probe(bool userns, const char *base, struct probe_result *ret, struct kiln_error **err)
 {
         static const char *const dirs[] = { "lower", "upper", "work", "merged" };
-        const char *tmp = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-        _cleanup_free_ char *dir = xasprintf("%s/kiln-probe-XXXXXX", tmp);
+        _cleanup_free_ char *dir = xasprintf("%s/kiln-probe-XXXXXX", base);
         _cleanup_close_ int dfd = -1, r = -1, w = -1;
-        struct probe_result res = { PROBE_UNSHARE, ECHILD };
+        struct probe_result res = { PROBE_UNSHARE, ECHILD, "" };
         uid_t uid = geteuid();
         gid_t gid = getegid();
         pid_t pid;
         size_t i;
 
         if (!mkdtemp(dir))
-                return kiln_error_errno(err, KILN_ERR_IO, "sandbox: make a directory in '%s'", tmp);
+                return kiln_error_errno(err, KILN_ERR_IO, "sandbox: make a directory in '%s'", base);
         dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
         for (i = 0; dfd >= 0 && i < ELEMENTSOF(dirs); i++)
                 if (mkdirat(dfd, dirs[i], 0755) < 0)
@@ -1847,7 +1913,7 @@ static int probe(bool userns, char **ret_fail, struct kiln_error **err)
         pid = fork();
         if (pid == 0) {
                 (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
-                res.step = (int32_t) probe_steps(dir, userns, uid, gid);
+                res.step = (int32_t) probe_steps(dir, userns, uid, gid, res.log, sizeof(res.log));
                 res.errnum = errno;
                 (void) write_full(w, &res, sizeof(res));
                 _exit(0);
@@ -1855,7 +1921,7 @@ static int probe(bool userns, char **ret_fail, struct kiln_error **err)
         closefd(&w);
         if (pid > 0) {
                 if (read_full(r, &res, sizeof(res)) != (ssize_t) sizeof(res))
-                        res = (struct probe_result){ PROBE_UNSHARE, ECHILD };
+                        res = (struct probe_result){ PROBE_UNSHARE, ECHILD, "" };
                 while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
                         ;
         } else {
@@ -1863,7 +1929,7 @@ static int probe(bool userns, char **ret_fail, struct kiln_error **err)
         }
         /* The child's mount namespace is gone with it: nothing is mounted on merged now. */
         remove_tree_at(AT_FDCWD, dir, 3);
-        *ret_fail = probe_reason(&res, userns, tmp);
+        *ret = res;
         return 0;
 }
 
@@ -1906,32 +1972,128 @@ static char *userns_why(const char *root_fail)
         return TAKE_PTR(ids);
 }
 
-int sb_probe(enum sb_isolation *ret, char **ret_why, struct kiln_error **err)
+int sb_probe_at(const char *dir, enum sb_isolation *ret, char **ret_why, char **ret_overlay_fail,
+                struct kiln_error **err)
 {
         _cleanup_free_ char *root_fail = NULL, *userns_fail = NULL;
-        bool root = geteuid() == 0;
+        struct probe_result rr = { PROBE_UNSHARE, 0, "" }, ur = { PROBE_UNSHARE, 0, "" };
+        bool root = geteuid() == 0, userns_tried = false;
 
         if (root) {
-                if (probe(false, &root_fail, err) < 0)
+                if (probe(false, dir, &rr, err) < 0)
                         return -1;
-                if (!root_fail) {
+                if (rr.step == PROBE_OK) {
                         *ret = SB_ISOLATION_ROOT;
                         *ret_why = xstrdup("running as root");
+                        *ret_overlay_fail = NULL;
                         return 0;
                 }
+                root_fail = probe_reason(&rr, false, dir);
         }
         if (!root)
                 userns_fail = userns_disabled();
-        if (!userns_fail && probe(true, &userns_fail, err) < 0)
-                return -1;
-        if (userns_fail && root_fail)
+        if (!userns_fail) {
+                if (probe(true, dir, &ur, err) < 0)
+                        return -1;
+                userns_tried = true;
+                userns_fail = probe_reason(&ur, true, dir);
+        }
+        if (!userns_fail) {
+                *ret = SB_ISOLATION_USERNS;
+                *ret_why = userns_why(root_fail);
+                *ret_overlay_fail = NULL;
+                return 0;
+        }
+        /* Namespaces work but overlay does not: the caller works without it. */
+        if (root && rr.step == PROBE_OVERLAY) {
+                *ret = SB_ISOLATION_ROOT;
+                *ret_why = xstrdup("running as root");
+                *ret_overlay_fail = overlay_reason(&rr, false);
+                return 0;
+        }
+        if (userns_tried && ur.step == PROBE_OVERLAY) {
+                *ret = SB_ISOLATION_USERNS;
+                *ret_why = userns_why(root ? root_fail : NULL);
+                *ret_overlay_fail = overlay_reason(&ur, true);
+                return 0;
+        }
+        if (root_fail)
                 return kiln_error_new(err, KILN_ERR_UNSUPPORTED, "running as root, but %s; and %s",
                                       root_fail, userns_fail);
-        if (userns_fail)
-                return kiln_error_new(err, KILN_ERR_UNSUPPORTED, "%s", userns_fail);
-        *ret = SB_ISOLATION_USERNS;
-        *ret_why = userns_why(root_fail);
+        return kiln_error_new(err, KILN_ERR_UNSUPPORTED, "%s", userns_fail);
+}
+
+int sb_probe(enum sb_isolation *ret, char **ret_why, struct kiln_error **err)
+{
+        const char *tmp = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+        _cleanup_free_ char *why = NULL, *overlay_fail = NULL;
+        enum sb_isolation iso;
+
+        if (sb_probe_at(tmp, &iso, &why, &overlay_fail, err) < 0)
+                return -1;
+        if (overlay_fail)
+                return kiln_error_new(err, KILN_ERR_UNSUPPORTED, "overlay cannot be mounted on '%s' (%s)", tmp,
+                                      overlay_fail);
+        *ret = iso;
+        *ret_why = TAKE_PTR(why);
         return 0;
+}
+
+int sb_probe_overlay(enum sb_isolation isolation, const char *dir, char **ret_fail, struct kiln_error **err)
+{
+        struct probe_result r;
+        bool userns = isolation == SB_ISOLATION_USERNS;
+
+        if (probe(userns, dir, &r, err) < 0)
+                return -1;
+        *ret_fail = r.step == PROBE_OVERLAY ? overlay_reason(&r, userns) : NULL;
+        return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Stubs in a root directory that outlives one step                                       */
+/* ------------------------------------------------------------------------------------ */
+
+int sb_stubs_make(const char *dir, struct sb_stub_state ret[SB_STUBS_MAX], struct kiln_error **err)
+{
+        static const struct {
+                enum stub id;
+                const char *host; /* made only when the host has it to bind */
+        } want[] = {
+                { STUB_PROC, NULL },
+                { STUB_DEV, NULL },
+                { STUB_HOSTS, "/etc/hosts" },
+                { STUB_RESOLV, "/etc/resolv.conf" },
+        };
+        struct sb_rootfs root = { .dir = dir };
+        struct sb_env env = { .isolation = SB_ISOLATION_ROOT };
+        struct child c = child_init(&root, &env);
+        size_t i;
+        int r = 0;
+
+        c.rootfd = open(dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (c.rootfd < 0)
+                return kiln_error_errno(err, KILN_ERR_IO, "sandbox: open '%s'", dir);
+        c.upperfd = c.rootfd;
+        for (i = 0; i < ELEMENTSOF(want) && r == 0; i++) {
+                int fd = -1;
+
+                if (want[i].host && access(want[i].host, F_OK) < 0)
+                        continue;
+                r = target_open(&c, want[i].id, &fd);
+                if (fd >= 0)
+                        close(fd);
+        }
+        close(c.rootfd);
+        if (r < 0)
+                return child_error(&c.err, err);
+        memcpy(ret, c.stubs, sizeof(c.stubs));
+        return 0;
+}
+
+int sb_stubs_remove(const char *dir, const struct sb_stub_state stubs[SB_STUBS_MAX], struct kiln_error **err)
+{
+        return remove_stubs(dir, stubs, err);
 }
 
 /* ------------------------------------------------------------------------------------ */

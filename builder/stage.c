@@ -44,6 +44,12 @@ static void add_layer(struct bld_stage *st, const char *digest, const char *diff
         l->media_type = xstrdup(media_type);
 }
 
+void bld_stage_add_layer(struct bld_stage *st, const char *digest, const char *diff_id, uint64_t size,
+                         const char *media_type)
+{
+        add_layer(st, digest, diff_id, size, media_type);
+}
+
 void bld_stage_release(struct bld_stage *st)
 {
         size_t i;
@@ -57,6 +63,8 @@ void bld_stage_release(struct bld_stage *st)
         json_decref(st->config);
         json_decref(st->triggers);
         free(st->name);
+        free(st->tree);
+        st->tree = NULL;
         st->layers = NULL;
         st->lowers = NULL;
         st->config = NULL;
@@ -107,41 +115,43 @@ struct upper_job {
         } *result;
 };
 
+int bld_write_layer(struct bld_build *b, struct layer_changes *changes, bool map_owners, bool *ret_empty,
+                    struct layer_desc *ret, struct kiln_error **err)
+{
+        struct layer_write_opts wo = LAYER_WRITE_OPTS_DEFAULT;
+        struct layer_blob_writer *w = NULL;
+        struct layer_sink sink;
+
+        *ret_empty = changes->n == 0;
+        if (changes->n == 0)
+                return 0;
+        if (map_owners)
+                bld_map_owners(b, changes);
+        wo.compression = b->o->compression;
+        wo.source_date_epoch = b->o->source_date_epoch;
+        if (layer_store_blob_begin(b->o->store, &w, err) < 0)
+                return -1;
+        sink = layer_blob_sink(w);
+        if (layer_write(changes, &wo, &sink, ret, err) < 0) {
+                layer_blob_abort(w);
+                return -1;
+        }
+        return layer_blob_commit(w, NULL, ret->digest, &ret->size, err);
+}
+
 static int write_upper(void *ctx, int unused, struct kiln_error **err)
 {
         struct upper_job *j = ctx;
         struct bld_build *b = j->b;
         struct layer_changes changes = LAYER_CHANGES_INIT;
-        struct layer_write_opts wo = LAYER_WRITE_OPTS_DEFAULT;
-        struct layer_blob_writer *w = NULL;
-        struct layer_sink sink;
         _cleanup_close_ int fd = open(j->upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        int r = -1;
+        int r;
 
         if (fd < 0)
                 return kiln_error_errno(err, KILN_ERR_IO, "open '%s'", j->upper);
         if (layer_changes_from_upper(fd, b->userxattr, &changes, err) < 0)
                 return -1;
-        j->result->empty = changes.n == 0;
-        if (changes.n == 0) {
-                layer_changes_release(&changes);
-                return 0;
-        }
-        if (j->map_owners)
-                bld_map_owners(b, &changes);
-        wo.compression = b->o->compression;
-        wo.source_date_epoch = b->o->source_date_epoch;
-        if (layer_store_blob_begin(b->o->store, &w, err) < 0)
-                goto out;
-        sink = layer_blob_sink(w);
-        if (layer_write(&changes, &wo, &sink, &j->result->desc, err) < 0) {
-                layer_blob_abort(w);
-                goto out;
-        }
-        if (layer_blob_commit(w, NULL, j->result->desc.digest, &j->result->desc.size, err) < 0)
-                goto out;
-        r = 0;
-out:
+        r = bld_write_layer(b, &changes, j->map_owners, &j->result->empty, &j->result->desc, err);
         layer_changes_release(&changes);
         return r;
 }
@@ -328,12 +338,14 @@ static int from_image(struct bld_stage *st, const char *ref, const char *platfor
 
         if (resolve_image(b, ref, platform, &img, err) < 0)
                 return -1;
-        if (image_rootfs(b, &img, &path, err) < 0)
+        /* without overlay the stage's tree is made from the layers (stage-tree.c) */
+        if (!b->trees && image_rootfs(b, &img, &path, err) < 0)
                 goto out;
         st->config = json_incref(img.config);
         for (i = 0; i < img.n; i++)
                 add_layer(st, img.digests[i], img.diff_ids[i], img.sizes[i], img.media_types[i]);
-        add_lower(st, path);
+        if (path)
+                add_lower(st, path);
         r = 0;
 out:
         bld_image_layers_release(&img);
@@ -565,10 +577,17 @@ static int step_run(struct bld_stage *st, struct bld_step *s, struct df_eval *ev
         if (run_argv(st, in, &argv, err) < 0)
                 return -1;
         envp = run_env(ev);
-        if (step_dirs(st, &upper, &work, err) < 0)
-                return -1;
-        lowers = lowers_top_first(st);
-        run.root = (struct sb_rootfs){ .lowers = lowers, .n_lowers = st->n_lowers, .upper = upper, .work = work };
+        if (b->trees) {
+                if (bld_tree_begin(st, true, &run.root.dir, err) < 0)
+                        return -1;
+        } else {
+                if (step_dirs(st, &upper, &work, err) < 0)
+                        return -1;
+                lowers = lowers_top_first(st);
+                run.root = (struct sb_rootfs){
+                        .lowers = lowers, .n_lowers = st->n_lowers, .upper = upper, .work = work
+                };
+        }
         run.env = b->env;
         if (in->run.network.text && strcmp(in->run.network.text, "none") == 0)
                 run.env.network = SB_NETWORK_NONE;
@@ -594,6 +613,8 @@ static int step_run(struct bld_stage *st, struct bld_step *s, struct df_eval *ev
                                       WEXITSTATUS(status));
         }
         history = run_history(argv);
+        if (b->trees)
+                return bld_tree_commit(st, history, err);
         return b->none ? bld_none_commit(st, history, err) : commit(st, upper, history, err);
 }
 
@@ -785,6 +806,16 @@ static int copy_source(struct bld_stage *st, const struct df_instr *in, struct b
                 const struct df_edge *e = &gs->edges[i];
                 if (e->instr->node != in->node || e->kind != DF_EDGE_COPY)
                         continue;
+                if (e->stage != SIZE_MAX && b->trees) {
+                        /* its tree, final since that stage is done (bld_tree_stage_done) */
+                        if (!b->stages[e->stage].tree)
+                                return kiln_error_new(err, KILN_ERR_INVALID, "COPY --from=%s: the stage has no tree",
+                                                      in->copy.from.text);
+                        *ret_lowers = xcalloc(2, sizeof(char *));
+                        (*ret_lowers)[0] = b->stages[e->stage].tree;
+                        *ret_n = 1;
+                        return 0;
+                }
                 if (e->stage != SIZE_MAX) {
                         *ret_lowers = lowers_top_first(&b->stages[e->stage]);
                         *ret_n = b->stages[e->stage].n_lowers;
@@ -852,6 +883,14 @@ static int step_copy(struct bld_stage *st, const struct df_instr *in, struct kil
         if (b->none) {
                 history = copy_history(in);
                 r = bld_none_call(st, copy_in_sandbox, &j, err) < 0 ? -1 : bld_none_commit(st, history, err);
+                goto out;
+        }
+        if (b->trees) {
+                root = (struct sb_rootfs){ 0 };
+                if (bld_tree_begin(st, false, &root.dir, err) < 0 || sb_call(&root, &b->env, copy_in_sandbox, &j, err) < 0)
+                        goto out;
+                history = copy_history(in);
+                r = bld_tree_commit(st, history, err);
                 goto out;
         }
         if (step_dirs(st, &upper, &work, err) < 0)
@@ -923,6 +962,14 @@ static int step_workdir(struct bld_stage *st, const struct df_instr *in, struct 
         if (b->none) {
                 history = xasprintf("WORKDIR %s", path);
                 return bld_none_call(st, mkdir_in_sandbox, path, err) < 0 ? -1 : bld_none_commit(st, history, err);
+        }
+        if (b->trees) {
+                root = (struct sb_rootfs){ 0 };
+                if (bld_tree_begin(st, false, &root.dir, err) < 0 ||
+                    sb_call(&root, &b->env, mkdir_in_sandbox, path, err) < 0)
+                        return -1;
+                history = xasprintf("WORKDIR %s", path);
+                return bld_tree_commit(st, history, err);
         }
         if (step_dirs(st, &upper, &work, err) < 0)
                 return -1;
@@ -1147,5 +1194,7 @@ int bld_stage_run(struct bld_stage *st, struct kiln_error **err)
                         break;
         }
         df_eval_release(&ev);
+        if (r == 0 && b->trees)
+                r = bld_tree_stage_done(st, err);
         return r;
 }

@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -773,6 +774,99 @@ int layer_changes_from_upper(int upper_dirfd, bool userxattr, struct layer_chang
         if (r < 0)
                 return -1;
         return changes_finish(&c, upper_dirfd, ret, err);
+}
+
+/* ---- ancestors ---- */
+
+static int str_cmp(const void *a, const void *b)
+{
+        return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* Whether the first n (sorted) entries hold `path`. */
+static bool has_entry(const struct layer_changes *c, size_t n, const char *path)
+{
+        size_t lo = 0, hi = n;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                int r = strcmp(c->entries[mid].path, path);
+
+                if (r == 0)
+                        return true;
+                if (r < 0)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        return false;
+}
+
+/* Reads one ancestor directory `path` (relative, clean) as an ADD entry. */
+static int add_ancestor(struct layer_changes *c, struct walker *w, const char *path, struct kiln_error **err)
+{
+        const char *slash = strrchr(path, '/');
+        _cleanup_free_ char *parent = slash ? xstrndup(path, (size_t) (slash - path)) : NULL;
+        _cleanup_close_ int pfd = -1;
+        struct walk_node node = { .path = path, .path_len = strlen(path) };
+        struct node_info info;
+
+        if (parent)
+                pfd = kiln_openat2_in_root(c->dirfd, parent, O_PATH | O_DIRECTORY | O_CLOEXEC, 0,
+                                           RESOLVE_NO_SYMLINKS);
+        else
+                pfd = fcntl(c->dirfd, F_DUPFD_CLOEXEC, 3);
+        if (pfd < 0)
+                return kiln_error_errno(err, KILN_ERR_IO, "open '%s'", parent ? parent : ".");
+        node.dirfd = pfd;
+        node.name = slash ? slash + 1 : path;
+        if (fstatat(pfd, node.name, &node.st, AT_SYMLINK_NOFOLLOW) < 0)
+                return kiln_error_errno(err, KILN_ERR_IO, "stat '%s'", path);
+        if (!S_ISDIR(node.st.st_mode))
+                return kiln_error_new(err, KILN_ERR_INVALID, "'%s' holds changes but is not a directory", path);
+        if (read_node(w, &node, &info, err) < 0)
+                return -1;
+        fill_entry(w, add_entry(c, path, node.path_len, LAYER_CHANGE_ADD), &info);
+        return 0;
+}
+
+int layer_changes_add_parents(struct layer_changes *c, struct kiln_error **err)
+{
+        struct walker w = { 0 };
+        char **want = NULL;
+        size_t n_want = 0, alloc = 0, n = c->n, i;
+        int r = 0;
+
+        if (n > 1)
+                qsort(c->entries, n, sizeof(*c->entries), entry_cmp);
+        for (i = 0; i < n; i++) {
+                const char *p = c->entries[i].path, *slash;
+
+                for (slash = strchr(p, '/'); slash; slash = strchr(slash + 1, '/')) {
+                        char *a = xstrndup(p, (size_t) (slash - p));
+
+                        if (has_entry(c, n, a) ||
+                            (n_want && strcmp(want[n_want - 1], a) == 0)) {
+                                free(a);
+                                continue;
+                        }
+                        XGROW(want, n_want + 1, alloc);
+                        want[n_want++] = a;
+                }
+        }
+        if (n_want > 1)
+                qsort(want, n_want, sizeof(*want), str_cmp);
+        w.xlist = xmalloc(XATTR_MAX);
+        for (i = 0; i < n_want && r == 0; i++)
+                if (i == 0 || strcmp(want[i - 1], want[i]) != 0)
+                        r = add_ancestor(c, &w, want[i], err);
+        for (i = 0; i < n_want; i++)
+                free(want[i]);
+        free(want);
+        walker_release(&w);
+        if (c->n > 1)
+                qsort(c->entries, c->n, sizeof(*c->entries), entry_cmp);
+        return r;
 }
 
 /* ---- snapshots ---- */

@@ -147,6 +147,14 @@ int layer_changes_from_snapshot_excluding(int dirfd, const struct layer_snapshot
                                           const char *const *exclude, size_t n_exclude,
                                           struct layer_changes *ret, struct kiln_error **err);
 
+/**
+ * Adds every missing ancestor directory of the list's entries (ADD and DELETE) as an ADD of
+ * its current metadata, read from the list's directory, never through a symlink: what an
+ * overlayfs upper holds after copy-up, so a snapshot diff makes the same layer an upper does.
+ * IO when an ancestor cannot be read, INVALID when it is not a directory.
+ */
+int layer_changes_add_parents(struct layer_changes *c, struct kiln_error **err);
+
 /** Frees the entries and closes the directory; leaves an empty list. Safe on a zeroed or INIT
  * struct (it never closes fds 0-2) and when called twice. */
 void layer_changes_release(struct layer_changes *c);

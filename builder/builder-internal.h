@@ -161,10 +161,10 @@ void sb_subid_maps(struct sb_idmap **ret_uid, size_t *ret_n_uid, struct sb_idmap
 /* COPY and ADD into a root (builder/copy.c)                                              */
 /* ------------------------------------------------------------------------------------ */
 
-/* A file ADD downloaded (builder/fetch-url.c), as a source of cp_copy(). */
+/* A file ADD downloaded (reg_fetch_url()), as a source of cp_copy(). */
 struct cp_fetched {
         const char *src;            /* the URL as written (expanded) */
-        const char *name;           /* its name in a destination directory (bld_url_file_name) */
+        const char *name;           /* its name in a destination directory (reg_url_file_name) */
         int fd;                     /* the content; read from offset 0 (shared, not moved) */
         bool has_mtime;             /* its mtime is `mtime` (Last-Modified), else the time of
                                      * the copy, as inline sources get */
@@ -223,48 +223,6 @@ struct cp_opts {
  */
 int cp_copy(const struct cp_source *src, int destfd, const struct cp_opts *opts,
             struct kiln_error **err);
-
-/* ------------------------------------------------------------------------------------ */
-/* ADD <url> (builder/fetch-url.c)                                                        */
-/* ------------------------------------------------------------------------------------ */
-
-/** Whether an ADD source is an http:// or https:// URL (a git one included). */
-bool bld_url_is_http(const char *s);
-
-/** Whether an ADD source names a git repository, as BuildKit's gitutil.ParseGitRef decides:
- * git://, ssh://, "user@host:path", or an http(s) URL whose path ends in ".git". */
-bool bld_url_is_git(const char *s);
-
-/** The file name a downloaded URL gets (BuildKit): the last element of its decoded path, or
- * "__unnamed__" when there is none ("http://host/", "http://host?q"). Caller frees. */
-char *bld_url_file_name(const char *url);
-
-/** The URL for messages: a password in it becomes "xxxxx" (as BuildKit shows it). Caller
- * frees. */
-char *bld_url_redacted(const char *url);
-
-/* A download. */
-struct bld_fetched {
-        int fd;                        /* an unnamed file (O_RDWR, O_CLOEXEC), at offset 0 */
-        uint64_t size;
-        char digest[LAYER_DIGEST_SIZE];
-        bool has_mtime;                /* the response had a Last-Modified header: `mtime` */
-        struct timespec mtime;
-};
-
-/**
- * Downloads `url` (http or https, following redirects) into an unnamed file in the directory
- * `dirfd`, hashing it with SHA-256 as it streams, and checks `checksum` ("sha256:<hex>", or
- * NULL) against it. Messages do not name the URL: the caller does. NET for a transfer that
- * failed or a status outside 2xx ("HTTP 404"), DIGEST for a checksum mismatch ("checksum
- * mismatch: expected sha256:..., got sha256:..."), UNSUPPORTED for another algorithm than
- * sha256, IO. On success *ret owns the fd (bld_fetched_release()).
- */
-int bld_fetch_url(const char *url, int dirfd, const char *checksum, struct bld_fetched *ret,
-                  struct kiln_error **err);
-
-/** Closes a download's file; accepts NULL. */
-void bld_fetched_release(struct bld_fetched *f);
 
 /* ------------------------------------------------------------------------------------ */
 /* Users and groups of an image (builder/user-db.c)                                       */

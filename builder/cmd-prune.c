@@ -58,7 +58,8 @@ static int prune(struct layer_store *store, struct layer_prune_stats *ret, struc
                 free(g);
                 return layer_store_prune(store, ret, err);
         }
-        shared = mmap(NULL, sizeof(*shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        shared = mmap(NULL, sizeof(*shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
+                      0);
         if (shared == MAP_FAILED) {
                 free(u);
                 free(g);

@@ -51,7 +51,8 @@ struct tree_job {
 
 /* Runs fn in the build's user namespace (as root there), or here without one; `always`: in a
  * child in every case (umask 022, as the sandbox's). */
-static int in_namespace(struct tree_job *j, bool always, int (*fn)(void *ctx, int rootfd, struct kiln_error **err),
+static int in_namespace(struct tree_job *j, bool always,
+                        int (*fn)(void *ctx, int rootfd, struct kiln_error **err),
                         struct kiln_error **err)
 {
         struct bld_build *b = j->st->b;
@@ -61,7 +62,8 @@ static int in_namespace(struct tree_job *j, bool always, int (*fn)(void *ctx, in
         j->map_owners = b->isolation != SB_ISOLATION_USERNS && !always;
         if (!always && b->isolation != SB_ISOLATION_USERNS)
                 return fn(j, -1, err);
-        shared = mmap(NULL, sizeof(*shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        shared = mmap(NULL, sizeof(*shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
+                      0);
         if (shared == MAP_FAILED)
                 return kiln_error_errno(err, KILN_ERR_IO, "mmap");
         *shared = *j->res;
@@ -89,10 +91,12 @@ static void job_finish(struct tree_job *j, struct tree_result *local)
 
 static int tree_open(const struct tree_job *j, struct kiln_error **err)
 {
-        int fd = openat(j->st->b->scratchfd, j->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        int fd = openat(j->st->b->scratchfd, j->name,
+                        O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 
         if (fd < 0)
-                return kiln_error_errno(err, KILN_ERR_IO, "open '%s/%s'", j->st->b->scratch_path, j->name);
+                return kiln_error_errno(err, KILN_ERR_IO, "open '%s/%s'", j->st->b->scratch_path,
+                                        j->name);
         return fd;
 }
 
@@ -113,11 +117,14 @@ static int extract_layers(void *ctx, int unused, struct kiln_error **err)
                 return -1;
         /* whatever the umask: a USER other than root must reach the files */
         if (fchmod(rootfd, 0755) < 0)
-                return kiln_error_errno(err, KILN_ERR_IO, "chmod '%s/%s'", b->scratch_path, j->name);
+                return kiln_error_errno(err, KILN_ERR_IO, "chmod '%s/%s'", b->scratch_path,
+                                        j->name);
         for (i = 0; i < st->n_layers; i++) {
-                _cleanup_close_ int blob = layer_store_open_blob(b->o->store, st->layers[i].digest, NULL, err);
+                _cleanup_close_ int blob =
+                        layer_store_open_blob(b->o->store, st->layers[i].digest, NULL, err);
 
-                if (blob < 0 || layer_extract(rootfd, blob, st->layers[i].digest, &j->xo, NULL, err) < 0)
+                if (blob < 0 ||
+                    layer_extract(rootfd, blob, st->layers[i].digest, &j->xo, NULL, err) < 0)
                         return -1;
         }
         return 0;
@@ -172,9 +179,11 @@ static int take_snapshot(void *ctx, int unused, struct kiln_error **err)
 
         if (fd < 0 || layer_snapshot_take(fd, &snap, err) < 0)
                 return -1;
-        out = openat(b->scratchfd, j->snap, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+        out = openat(b->scratchfd, j->snap, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                     0600);
         if (out < 0)
-                return kiln_error_errno(err, KILN_ERR_IO, "write '%s/%s'", b->scratch_path, j->snap);
+                return kiln_error_errno(err, KILN_ERR_IO, "write '%s/%s'", b->scratch_path,
+                                        j->snap);
         return layer_snapshot_save(snap, out, err);
 }
 
@@ -191,7 +200,8 @@ static int write_layer(void *ctx, int unused, struct kiln_error **err)
         in = openat(b->scratchfd, j->snap, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (in < 0)
                 return kiln_error_errno(err, KILN_ERR_IO, "open '%s/%s'", b->scratch_path, j->snap);
-        if (layer_snapshot_load(in, &snap, err) < 0 || layer_changes_from_snapshot(fd, snap, &changes, err) < 0 ||
+        if (layer_snapshot_load(in, &snap, err) < 0 ||
+            layer_changes_from_snapshot(fd, snap, &changes, err) < 0 ||
             layer_changes_add_parents(&changes, err) < 0)
                 return -1;
         return bld_write_layer(b, &changes, j->map_owners, &j->res->empty, &j->res->desc, err);
@@ -255,7 +265,8 @@ static bool copied_from(const struct bld_stage *st)
 
         for (i = 0; i < g->n_stages; i++)
                 for (e = 0; e < g->stages[i].n_edges; e++)
-                        if (g->stages[i].edges[e].stage == st->index && g->stages[i].edges[e].kind != DF_EDGE_FROM)
+                        if (g->stages[i].edges[e].stage == st->index &&
+                            g->stages[i].edges[e].kind != DF_EDGE_FROM)
                                 return true;
         return false;
 }

@@ -684,7 +684,7 @@ static int copy_in_sandbox(void *ctx, int rootfd, struct kiln_error **err)
 
 /* ADD's downloads, for one step. */
 struct fetches {
-        struct bld_fetched *files;
+        struct reg_fetched *files;
         struct cp_fetched *srcs;
         char **names;
         size_t n;
@@ -695,7 +695,7 @@ static void fetches_release(struct fetches *f)
         size_t i;
 
         for (i = 0; i < f->n; i++) {
-                bld_fetched_release(&f->files[i]);
+                reg_fetched_release(&f->files[i]);
                 free(f->names[i]);
         }
         free(f->files);
@@ -712,7 +712,7 @@ static int fetch_sources(struct bld_stage *st, const struct df_instr *in, struct
 {
         const struct df_copy *c = &in->copy;
         const char *checksum = c->checksum.text && *c->checksum.text ? c->checksum.text : NULL;
-        struct bld_fetched *f;
+        struct reg_fetched *f;
         size_t i;
 
         for (i = 0; i < c->n_srcs; i++) {
@@ -720,22 +720,22 @@ static int fetch_sources(struct bld_stage *st, const struct df_instr *in, struct
                 _cleanup_free_ char *shown = NULL;
 
                 if (in->kind == DF_INSTR_COPY) {
-                        if (bld_url_is_http(src))
+                        if (reg_url_is_http(src))
                                 return kiln_error_new(err, KILN_ERR_INVALID, "COPY %s: source can't be a URL for COPY",
-                                                      shown = bld_url_redacted(src));
+                                                      shown = reg_url_redacted(src));
                         continue;
                 }
-                if (bld_url_is_git(src))
+                if (reg_url_is_git(src))
                         return kiln_error_new(err, KILN_ERR_UNSUPPORTED, "ADD %s: git repositories are not supported",
-                                              shown = bld_url_redacted(src));
-                if (!bld_url_is_http(src)) {
+                                              shown = reg_url_redacted(src));
+                if (!reg_url_is_http(src)) {
                         if (checksum)
                                 return kiln_error_new(err, KILN_ERR_INVALID,
                                                       "ADD %s: checksum can't be specified for "
                                                       "non-HTTP(S) sources", src);
                         continue;
                 }
-                shown = bld_url_redacted(src);
+                shown = reg_url_redacted(src);
                 if (c->unpack == 1)
                         return kiln_error_new(err, KILN_ERR_UNSUPPORTED,
                                               "ADD %s: --unpack of a URL is not supported yet", shown);
@@ -745,9 +745,9 @@ static int fetch_sources(struct bld_stage *st, const struct df_instr *in, struct
                         ret->names = xcalloc(c->n_srcs, sizeof(*ret->names));
                 }
                 f = &ret->files[ret->n];
-                if (bld_fetch_url(src, st->b->scratchfd, checksum, f, err) < 0)
+                if (reg_fetch_url(src, st->b->scratchfd, checksum, f, err) < 0)
                         return kiln_error_wrap(err, "ADD %s", shown);
-                ret->names[ret->n] = bld_url_file_name(src);
+                ret->names[ret->n] = reg_url_file_name(src);
                 ret->srcs[ret->n] = (struct cp_fetched){
                         .src = src,
                         .name = ret->names[ret->n],

@@ -187,7 +187,7 @@ struct node_info {
 struct walker {
         walk_visit_fn visit;
         void *ctx;
-        const char *ovl_prefix; /* "trusted.overlay." or "user.overlay." in an upper dir */
+        const char *ovl_prefix;     /* "trusted.overlay." or "user.overlay." in an upper dir */
         const char *const *exclude; /* paths neither visited nor walked into */
         size_t n_exclude;
         struct level *levels;
@@ -803,7 +803,8 @@ static bool has_entry(const struct layer_changes *c, size_t n, const char *path)
 }
 
 /* Reads one ancestor directory `path` (relative, clean) as an ADD entry. */
-static int add_ancestor(struct layer_changes *c, struct walker *w, const char *path, struct kiln_error **err)
+static int add_ancestor(struct layer_changes *c, struct walker *w, const char *path,
+                        struct kiln_error **err)
 {
         const char *slash = strrchr(path, '/');
         _cleanup_free_ char *parent = slash ? xstrndup(path, (size_t) (slash - path)) : NULL;
@@ -823,7 +824,8 @@ static int add_ancestor(struct layer_changes *c, struct walker *w, const char *p
         if (fstatat(pfd, node.name, &node.st, AT_SYMLINK_NOFOLLOW) < 0)
                 return kiln_error_errno(err, KILN_ERR_IO, "stat '%s'", path);
         if (!S_ISDIR(node.st.st_mode))
-                return kiln_error_new(err, KILN_ERR_INVALID, "'%s' holds changes but is not a directory", path);
+                return kiln_error_new(err, KILN_ERR_INVALID,
+                                      "'%s' holds changes but is not a directory", path);
         if (read_node(w, &node, &info, err) < 0)
                 return -1;
         fill_entry(w, add_entry(c, path, node.path_len, LAYER_CHANGE_ADD), &info);
@@ -845,8 +847,7 @@ int layer_changes_add_parents(struct layer_changes *c, struct kiln_error **err)
                 for (slash = strchr(p, '/'); slash; slash = strchr(slash + 1, '/')) {
                         char *a = xstrndup(p, (size_t) (slash - p));
 
-                        if (has_entry(c, n, a) ||
-                            (n_want && strcmp(want[n_want - 1], a) == 0)) {
+                        if (has_entry(c, n, a) || (n_want && strcmp(want[n_want - 1], a) == 0)) {
                                 free(a);
                                 continue;
                         }
@@ -1020,7 +1021,9 @@ int layer_snapshot_take_excluding(int dirfd, const char *const *exclude, size_t 
                                   struct layer_snapshot **ret, struct kiln_error **err)
 {
         _cleanup_(layer_snapshot_freep) struct layer_snapshot *s = xcalloc(1, sizeof(*s));
-        struct walker w = { .visit = take_visit, .ctx = s, .exclude = exclude, .n_exclude = n_exclude };
+        struct walker w = {
+                .visit = take_visit, .ctx = s, .exclude = exclude, .n_exclude = n_exclude
+        };
         int r;
 
         r = walk(&w, dirfd, err);
@@ -1521,7 +1524,9 @@ int layer_changes_from_snapshot_excluding(int dirfd, const struct layer_snapshot
                 .out = &c,
                 .pending = LAYER_CHANGES_INIT,
         };
-        struct walker w = { .visit = diff_visit, .ctx = &d, .exclude = exclude, .n_exclude = n_exclude };
+        struct walker w = {
+                .visit = diff_visit, .ctx = &d, .exclude = exclude, .n_exclude = n_exclude
+        };
         size_t i;
         int r;
 

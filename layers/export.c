@@ -36,7 +36,8 @@ struct exporter {
 
 static int tar_error(struct exporter *x, const char *what, struct kiln_error **err)
 {
-        return kiln_error_new(err, KILN_ERR_IO, "export: write %s: %s", what, archive_error_string(x->tar));
+        return kiln_error_new(err, KILN_ERR_IO, "export: write %s: %s", what,
+                              archive_error_string(x->tar));
 }
 
 static int tar_header(struct exporter *x, const char *name, mode_t type, mode_t perm, int64_t size,
@@ -72,7 +73,8 @@ static int write_atomic_at(int dirfd, const char *name, const char *data, size_t
                            struct kiln_error **err)
 {
         _cleanup_free_ char *tmp = xasprintf(".tmp-%s", name);
-        _cleanup_close_ int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+        _cleanup_close_ int fd =
+                openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
 
         if (fd < 0)
                 return kiln_error_errno(err, KILN_ERR_IO, "export: create '%s'", tmp);
@@ -126,7 +128,8 @@ static int put_blob(struct exporter *x, const struct layer_store *store, const c
                         return -1;
         } else {
                 tmp = xasprintf("blobs/sha256/.tmp-%s", digest + 7);
-                out = openat(x->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+                out = openat(x->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                             0644);
                 if (out < 0)
                         return kiln_error_errno(err, KILN_ERR_IO, "export: create '%s'", tmp);
         }
@@ -144,7 +147,8 @@ static int put_blob(struct exporter *x, const struct layer_store *store, const c
                 done += (uint64_t) n;
         }
         if (done != size)
-                return kiln_error_new(err, KILN_ERR_IO, "export: blob %s changed size while read", digest);
+                return kiln_error_new(err, KILN_ERR_IO, "export: blob %s changed size while read",
+                                      digest);
         if (!x->tar && (fsync(out) < 0 || renameat(x->dirfd, tmp, x->dirfd, name) < 0)) {
                 kiln_error_errno(err, KILN_ERR_IO, "export: write '%s'", name);
                 (void) unlinkat(x->dirfd, tmp, 0);
@@ -182,7 +186,8 @@ static char *index_json(const struct layer_export_image *img, const struct layer
                                       img->digest, "size", (json_int_t) img->size);
                 if (o->n_names) {
                         json_t *a = json_object();
-                        json_object_set_new(a, "io.containerd.image.name", json_string(o->names[i].full));
+                        json_object_set_new(a, "io.containerd.image.name",
+                                            json_string(o->names[i].full));
                         json_object_set_new(a, "org.opencontainers.image.ref.name",
                                             json_string(o->names[i].ref_name));
                         json_object_set_new(d, "annotations", a);
@@ -205,7 +210,7 @@ static char *docker_manifest_json(json_t *manifest, const struct layer_export_op
         for (i = 0; i < o->n_names; i++)
                 json_array_append_new(tags, json_string(o->names[i].familiar));
         json_object_set_new(m, "RepoTags", tags);
-        json_array_foreach (json_object_get(manifest, "layers"), i, l)
+        json_array_foreach(json_object_get(manifest, "layers"), i, l)
                 json_array_append_new(layers, json_sprintf("blobs/sha256/%s", desc_digest(l) + 7));
         json_object_set_new(m, "Layers", layers);
         json_array_append_new(list, m);
@@ -220,12 +225,16 @@ static int check_manifest(json_t *manifest, const char *digest, struct kiln_erro
         if (!json_is_object(json_object_get(manifest, "config")) ||
             !layer_digest_valid(desc_digest(json_object_get(manifest, "config"))) ||
             !json_is_array(json_object_get(manifest, "layers")))
-                return kiln_error_new(err, KILN_ERR_UNSUPPORTED,
-                                      "export: %s is not an image manifest (an index cannot be exported)", digest);
-        json_array_foreach (json_object_get(manifest, "layers"), i, l)
-                if (!layer_digest_valid(desc_digest(l)))
-                        return kiln_error_new(err, KILN_ERR_INVALID, "export: manifest %s: layer %zu has no valid digest",
-                                              digest, i);
+                return kiln_error_new(
+                        err, KILN_ERR_UNSUPPORTED,
+                        "export: %s is not an image manifest (an index cannot be exported)",
+                        digest);
+        json_array_foreach(json_object_get(manifest, "layers"), i, l) if (
+                !layer_digest_valid(
+                        desc_digest(l))) return kiln_error_new(err, KILN_ERR_INVALID,
+                                                               "export: manifest %s: layer %zu has "
+                                                               "no valid digest",
+                                                               digest, i);
         return 0;
 }
 
@@ -243,9 +252,8 @@ static int export_files(struct exporter *x, const struct layer_store *store,
         if (put_data(x, "oci-layout", OCI_LAYOUT, sizeof(OCI_LAYOUT) - 1, err) < 0 ||
             put_dir(x, "blobs", err) < 0 || put_dir(x, "blobs/sha256", err) < 0)
                 return -1;
-        json_array_foreach (json_object_get(manifest, "layers"), i, l)
-                if (put_blob(x, store, desc_digest(l), err) < 0)
-                        return -1;
+        json_array_foreach(json_object_get(manifest, "layers"), i,
+                           l) if (put_blob(x, store, desc_digest(l), err) < 0) return -1;
         if (put_blob(x, store, desc_digest(json_object_get(manifest, "config")), err) < 0 ||
             put_blob(x, store, img->digest, err) < 0)
                 return -1;
@@ -285,7 +293,8 @@ int layer_export_tar(const struct layer_store *store, const struct layer_export_
 }
 
 int layer_export_dir(const struct layer_store *store, const struct layer_export_image *img,
-                     const struct layer_export_opts *opts, const char *dest, struct kiln_error **err)
+                     const struct layer_export_opts *opts, const char *dest,
+                     struct kiln_error **err)
 {
         _cleanup_free_ char *buf = xmalloc(BUF_SIZE);
         _cleanup_close_ int dirfd = -1;
@@ -300,8 +309,9 @@ int layer_export_dir(const struct layer_store *store, const struct layer_export_
         return export_files(&x, store, img, err);
 }
 
-int layer_export_rootfs(const struct layer_store *store, const char *manifest_digest, const char *dest,
-                        const struct layer_extract_opts *xopts, struct kiln_error **err)
+int layer_export_rootfs(const struct layer_store *store, const char *manifest_digest,
+                        const char *dest, const struct layer_extract_opts *xopts,
+                        struct kiln_error **err)
 {
         _cleanup_json_ json_t *manifest = load_blob_json(store, manifest_digest, "manifest", err);
         _cleanup_close_ int rootfd = -1;
@@ -315,7 +325,8 @@ int layer_export_rootfs(const struct layer_store *store, const char *manifest_di
         rootfd = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (rootfd < 0)
                 return kiln_error_errno(err, KILN_ERR_IO, "export: open '%s'", dest);
-        json_array_foreach (json_object_get(manifest, "layers"), i, l) {
+        json_array_foreach(json_object_get(manifest, "layers"), i, l)
+        {
                 _cleanup_close_ int blob = layer_store_open_blob(store, desc_digest(l), NULL, err);
                 if (blob < 0 || layer_extract(rootfd, blob, desc_digest(l), xopts, NULL, err) < 0)
                         return -1;

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "builder/common/error.h"
 #include "layers/layers.h"
@@ -208,3 +209,45 @@ int reg_login_check(struct reg_client *c, const char *host, const char *username
 const char *reg_curl_version(void);
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct reg_client *, reg_client_free)
+
+/* ------------------------------------------------------------------------------------ */
+/* Downloads for ADD <url> (registry/fetch.c)                                            */
+/* ------------------------------------------------------------------------------------ */
+
+/** Whether an ADD source is an http:// or https:// URL (a git one included). */
+bool reg_url_is_http(const char *s);
+
+/** Whether an ADD source names a git repository, as BuildKit's gitutil.ParseGitRef decides:
+ * git://, ssh://, "user@host:path", or an http(s) URL whose path ends in ".git". */
+bool reg_url_is_git(const char *s);
+
+/** The file name a downloaded URL gets (BuildKit): the last element of its decoded path, or
+ * "__unnamed__" when there is none ("http://host/", "http://host?q"). Caller frees. */
+char *reg_url_file_name(const char *url);
+
+/** The URL for messages: a password in it becomes "xxxxx" (as BuildKit shows it). Caller
+ * frees. */
+char *reg_url_redacted(const char *url);
+
+/* A download. */
+struct reg_fetched {
+        int fd;                        /* an unnamed file (O_RDWR, O_CLOEXEC), at offset 0 */
+        uint64_t size;
+        char digest[LAYER_DIGEST_SIZE];
+        bool has_mtime;                /* the response had a Last-Modified header: `mtime` */
+        struct timespec mtime;
+};
+
+/**
+ * Downloads `url` (http or https, following redirects) into an unnamed file in the directory
+ * `dirfd`, hashing it with SHA-256 as it streams, and checks `checksum` ("sha256:<hex>", or
+ * NULL) against it. Messages do not name the URL: the caller does. NET for a transfer that
+ * failed or a status outside 2xx ("HTTP 404"), DIGEST for a checksum mismatch ("checksum
+ * mismatch: expected sha256:..., got sha256:..."), UNSUPPORTED for another algorithm than
+ * sha256, IO. On success *ret owns the fd (reg_fetched_release()).
+ */
+int reg_fetch_url(const char *url, int dirfd, const char *checksum, struct reg_fetched *ret,
+                  struct kiln_error **err);
+
+/** Closes a download's file; accepts NULL. */
+void reg_fetched_release(struct reg_fetched *f);

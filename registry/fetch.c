@@ -6,8 +6,8 @@
  * client: at most 10), only to http and https; a status outside 2xx after them is an error.
  * Proxies come from the environment (libcurl reads http_proxy, https_proxy, no_proxy,
  * all_proxy); the CAs are libcurl's default bundle, or SSL_CERT_FILE / SSL_CERT_DIR when set,
- * as Go (and so BuildKit) honours them. libcurl's second user beside registry/http.c, whose
- * exchange is registry-internal.
+ * as Go (and so BuildKit) honours them. Not a registry exchange (no auth, no certs.d): the
+ * module that owns HTTP holds it, beside http.c.
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -18,12 +18,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "builder/builder-internal.h"
 #include "builder/common/cleanup.h"
 #include "builder/common/fd-util.h"
 #include "builder/common/xalloc.h"
 #include "kiln-config.h"
 #include "layers/layers.h"
+#include "registry/registry.h"
 
 #define UNNAMED "__unnamed__" /* BuildKit's name for a URL whose path has no last element */
 
@@ -42,7 +42,7 @@ static bool has_prefix(const char *s, const char *prefix)
         return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-bool bld_url_is_http(const char *s)
+bool reg_url_is_http(const char *s)
 {
         return has_prefix(s, "http://") || has_prefix(s, "https://");
 }
@@ -60,13 +60,13 @@ static bool is_scp_like(const char *s)
         return host > 0 && s[host] == ':';
 }
 
-bool bld_url_is_git(const char *s)
+bool reg_url_is_git(const char *s)
 {
         size_t len;
 
         if (has_prefix(s, "git://") || has_prefix(s, "ssh://") || is_scp_like(s))
                 return true;
-        if (!bld_url_is_http(s))
+        if (!reg_url_is_http(s))
                 return false;
         /* An http(s) URL is a git repository when its path ends in ".git" (gitutil.ParseGitRef):
          * the path stops at the query or the fragment ("#ref:subdir"). */
@@ -74,7 +74,7 @@ bool bld_url_is_git(const char *s)
         return len >= 4 && strncmp(s + len - 4, ".git", 4) == 0;
 }
 
-char *bld_url_file_name(const char *url)
+char *reg_url_file_name(const char *url)
 {
         _cleanup_(curl_url_cleanupp) CURLU *u = curl_url();
         char *path = NULL, *end, *base;
@@ -101,7 +101,7 @@ char *bld_url_file_name(const char *url)
         return name;
 }
 
-char *bld_url_redacted(const char *url)
+char *reg_url_redacted(const char *url)
 {
         _cleanup_(curl_url_cleanupp) CURLU *u = curl_url();
         char *password = NULL, *text = NULL, *out;
@@ -121,7 +121,7 @@ char *bld_url_redacted(const char *url)
         return out;
 }
 
-void bld_fetched_release(struct bld_fetched *f)
+void reg_fetched_release(struct reg_fetched *f)
 {
         if (!f)
                 return;
@@ -195,7 +195,7 @@ static void set_tls_env(CURL *curl)
                 curl_easy_setopt(curl, CURLOPT_CAPATH, dir);
 }
 
-int bld_fetch_url(const char *url, int dirfd, const char *checksum, struct bld_fetched *ret,
+int reg_fetch_url(const char *url, int dirfd, const char *checksum, struct reg_fetched *ret,
                   struct kiln_error **err)
 {
         char errbuf[CURL_ERROR_SIZE] = "";
@@ -264,7 +264,7 @@ int bld_fetch_url(const char *url, int dirfd, const char *checksum, struct bld_f
                 filetime = -1;
         if (lseek(fd, 0, SEEK_SET) < 0)
                 return kiln_error_errno(err, KILN_ERR_IO, "rewind the download");
-        *ret = (struct bld_fetched){ .fd = TAKE_FD(fd),
+        *ret = (struct reg_fetched){ .fd = TAKE_FD(fd),
                                      .size = t.size,
                                      .has_mtime = filetime >= 0 };
         memcpy(ret->digest, digest, LAYER_DIGEST_SIZE);

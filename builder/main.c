@@ -5,6 +5,7 @@
  */
 #include <fcntl.h>
 #include <getopt.h>
+#include <locale.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +23,7 @@ static const struct cli_verb *const verbs[] = {
         &cli_verb_parse,  &cli_verb_graph,  &cli_verb_context, &cli_verb_import, &cli_verb_images,
         &cli_verb_rmi,    &cli_verb_prune,  &cli_verb_store,   &cli_verb_layer,  &cli_verb_pull,
         &cli_verb_push,   &cli_verb_inspect, &cli_verb_login,  &cli_verb_logout, &cli_verb_unshare,
-        &cli_verb_version,
+        &cli_verb_doctor, &cli_verb_version,
 };
 
 static const struct cli_verb *find_verb(const char *name)
@@ -257,6 +258,13 @@ static int run_verb(const struct cli_verb *v, int argc, char **argv)
 int main(int argc, char **argv)
 {
         const struct cli_verb *v;
+
+        /* File names in images are UTF-8 bytes. libarchive converts names between the locale's
+         * charset and the UTF-8 of PAX headers, and the C locale's ASCII refuses every non-ASCII
+         * name (ca-certificates' links, for one): character types are UTF-8's, whatever the
+         * environment says. Messages and collation stay C. */
+        if (!setlocale(LC_CTYPE, "C.UTF-8"))
+                (void) setlocale(LC_CTYPE, "C.utf8");
 
         if (argc < 2) {
                 print_main_help(stderr);

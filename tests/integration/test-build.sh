@@ -306,6 +306,19 @@ COPY secret/key /key' -t copyignored
 check "COPY of a .dockerignored file fails (1)" [ $? = 1 ]
 check "  naming the source and the line" has "Dockerfile:2" "$WORK/err"
 
+# --- non-ASCII names: bytes as the filesystem has them (ca-certificates has such links) ----------
+mkdir -p "$WORK/ctx-utf8"
+echo ctx >"$WORK/ctx-utf8/$(printf 'caf\xc3\xa9.txt')"
+build utf8 "FROM kiln-test/busybox:1
+COPY . /ctx/
+RUN ln -s 'NetLock_Arany_=Class_Gold=_Főtanúsítvány.pem' /link && echo run > /ünïcødé" -t utf8
+check "UTF-8 file names and link targets, from COPY and RUN" built
+unpack utf8
+check "  a context file named café.txt" [ "$(cat "$WORK/u-utf8/rootfs/ctx/$(printf 'caf\xc3\xa9.txt')" 2>&1)" = ctx ]
+check "  a RUN-made file and a link with a non-ASCII target" \
+        bash -c '[ "$(cat "$1/ünïcødé")" = run ] && [ "$(readlink "$1/link")" = "NetLock_Arany_=Class_Gold=_Főtanúsítvány.pem" ]' \
+        _ "$WORK/u-utf8/rootfs"
+
 # --- multi-stage ------------------------------------------------------------------------------------
 build multi 'FROM kiln-test/busybox:1 AS builder
 RUN echo built > /artifact

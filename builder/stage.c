@@ -660,6 +660,19 @@ struct copy_job {
         const char *chown;
 };
 
+/* The owner BuildKit gives what COPY --chown and WORKDIR make (llb.WithUser, the file op's
+ * readUser): a name takes its passwd entry's uid and gid, a bare numeric uid is also the gid
+ * (`--chown=1001` is 1001:1001 even when passwd gives 1001 another group), a group replaces it. */
+static int owner_resolve(int rootfd, const char *spec, uint32_t *uid, uint32_t *gid,
+                         struct kiln_error **err)
+{
+        if (bld_user_resolve(rootfd, spec, uid, gid, NULL, NULL, err) < 0)
+                return -1;
+        if (!strchr(spec, ':') && strspn(spec, "0123456789") == strlen(spec))
+                *gid = *uid;
+        return 0;
+}
+
 static int copy_in_sandbox(void *ctx, int rootfd, struct kiln_error **err)
 {
         struct copy_job *j = ctx;
@@ -667,7 +680,7 @@ static int copy_in_sandbox(void *ctx, int rootfd, struct kiln_error **err)
         _cleanup_close_ int srcfd = -1;
 
         if (j->chown && *j->chown) {
-                if (bld_user_resolve(rootfd, j->chown, &j->opts.uid, &j->opts.gid, NULL, NULL, err) < 0)
+                if (owner_resolve(rootfd, j->chown, &j->opts.uid, &j->opts.gid, err) < 0)
                         return -1;
                 j->opts.chown = true;
         }
@@ -909,12 +922,22 @@ out:
 }
 
 /* WORKDIR: the path (relative to the previous one) becomes the working directory, made when
- * missing, as Docker does. */
+ * missing, as BuildKit does: each directory it makes 0755 and owned by the stage's USER
+ * (dockerfile2llb's dispatchWorkdir passes llb.WithUser to the mkdir), root's without one. */
+struct workdir_job {
+        const char *path;
+        const char *user; /* the config's User, NULL or "" for root */
+};
+
 static int mkdir_in_sandbox(void *ctx, int rootfd, struct kiln_error **err)
 {
-        const char *path = ctx;
-        _cleanup_free_ char *copy = xstrdup(path);
+        const struct workdir_job *j = ctx;
+        _cleanup_free_ char *copy = xstrdup(j->path);
         char *p = copy, *slash;
+        uint32_t uid = 0, gid = 0;
+
+        if (j->user && *j->user && owner_resolve(rootfd, j->user, &uid, &gid, err) < 0)
+                return -1;
 
         for (;;) {
                 slash = strchr(p + 1, '/');
@@ -930,8 +953,17 @@ static int mkdir_in_sandbox(void *ctx, int rootfd, struct kiln_error **err)
                                 pfd = kiln_open_in_root(rootfd, parent, O_PATH | O_DIRECTORY, 0, err);
                                 if (pfd < 0)
                                         return -1;
-                                if (mkdirat(pfd, base ? base + 1 : copy, 0755) < 0 && errno != EEXIST)
-                                        return kiln_error_errno(err, KILN_ERR_IO, "WORKDIR: mkdir '%s'", copy);
+                                const char *name = base ? base + 1 : copy;
+                                if (mkdirat(pfd, name, 0755) < 0) {
+                                        if (errno != EEXIST)
+                                                return kiln_error_errno(err, KILN_ERR_IO,
+                                                                        "WORKDIR: mkdir '%s'", copy);
+                                } else if ((uid || gid) &&
+                                           fchownat(pfd, name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0) {
+                                        return kiln_error_errno(err, KILN_ERR_IO,
+                                                                "WORKDIR: chown '%s' to %u:%u", copy,
+                                                                uid, gid);
+                                }
                         }
                 }
                 if (!slash)
@@ -957,16 +989,18 @@ static int step_workdir(struct bld_stage *st, const struct df_instr *in, struct 
         _cleanup_free_ char *upper = NULL, *work = NULL, *history = NULL;
         _cleanup_free_ const char **lowers = NULL;
         struct sb_rootfs root;
+        struct workdir_job job = { .path = path,
+                                   .user = bld_config_string(st->config, "User") };
 
         json_object_set_new(bld_config_run(st->config), "WorkingDir", json_string(path));
         if (b->none) {
                 history = xasprintf("WORKDIR %s", path);
-                return bld_none_call(st, mkdir_in_sandbox, path, err) < 0 ? -1 : bld_none_commit(st, history, err);
+                return bld_none_call(st, mkdir_in_sandbox, &job, err) < 0 ? -1 : bld_none_commit(st, history, err);
         }
         if (b->trees) {
                 root = (struct sb_rootfs){ 0 };
                 if (bld_tree_begin(st, false, &root.dir, err) < 0 ||
-                    sb_call(&root, &b->env, mkdir_in_sandbox, path, err) < 0)
+                    sb_call(&root, &b->env, mkdir_in_sandbox, &job, err) < 0)
                         return -1;
                 history = xasprintf("WORKDIR %s", path);
                 return bld_tree_commit(st, history, err);
@@ -975,7 +1009,7 @@ static int step_workdir(struct bld_stage *st, const struct df_instr *in, struct 
                 return -1;
         lowers = lowers_top_first(st);
         root = (struct sb_rootfs){ .lowers = lowers, .n_lowers = st->n_lowers, .upper = upper, .work = work };
-        if (sb_call(&root, &b->env, mkdir_in_sandbox, path, err) < 0)
+        if (sb_call(&root, &b->env, mkdir_in_sandbox, &job, err) < 0)
                 return -1;
         history = xasprintf("WORKDIR %s", path);
         return commit(st, upper, history, err);

@@ -210,7 +210,10 @@ build user 'FROM kiln-test/busybox:1
 USER app
 RUN id -u > /tmp/uid && id -G > /tmp/groups && echo ok > /home/app/mine
 USER 1000:50
-RUN id -g > /tmp/gid' -t user
+RUN id -g > /tmp/gid
+WORKDIR /made/by-user
+USER 1000
+WORKDIR /made/by-uid' -t user
 if ids; then
         check "USER switches RUN's user" built
         unpack user
@@ -218,6 +221,9 @@ if ids; then
         check "  with its supplementary group staff (50)" bash -c 'grep -qw 50 "$1"' _ "$WORK/u-user/rootfs/tmp/groups"
         check "  USER 1000:50 runs with gid 50" [ "$(cat "$WORK/u-user/rootfs/tmp/gid" 2>/dev/null)" = 50 ]
         check "  a file app made is owned by 1000 in the layer" [ "$(owner user /home/app/mine)" = 1000:1000 ]
+        check "  WORKDIR makes its directories as USER (BuildKit)" [ "$(owner user /made/by-user)" = 1000:50 ]
+        check "  the parents it makes too" [ "$(owner user /made)" = 1000:50 ]
+        check "  a bare numeric USER is also the group" [ "$(owner user /made/by-uid)" = 1000:1000 ]
 else
         check "USER app without subordinate ids fails (1)" [ "$BUILD_RC" = 1 ]
         check "  saying the id is not mapped" has "not mapped" "$WORK/err"

@@ -1,0 +1,3 @@
+FROM diff/busybox:1
+CMD ["parent", "cmd"]
+ENTRYPOINT ["/bin/echo"]

@@ -166,10 +166,23 @@ static int choose_overlay(struct bld_build *b, const char *overlay_fail, char **
         return 0;
 }
 
+int bld_isolation_auto(const char *dir, enum sb_isolation *ret, char **ret_why, char **ret_overlay_fail,
+                       struct kiln_error **err)
+{
+        _cleanup_free_ char *why = NULL;
+        enum sb_isolation probed;
+
+        if (sb_probe_at(dir, &probed, &why, ret_overlay_fail, err) < 0)
+                return kiln_error_wrap(err, "no isolation works here (in a container that forbids "
+                                            "namespaces, --isolation none runs RUN in its own /, as kaniko)");
+        *ret = probed;
+        *ret_why = xasprintf("%s: %s", probed == SB_ISOLATION_ROOT ? "root" : "userns", why);
+        return 0;
+}
+
 static int choose_isolation(struct bld_build *b, char **ret_why, struct kiln_error **err)
 {
-        enum sb_isolation probed;
-        _cleanup_free_ char *why = NULL, *overlay_fail = NULL;
+        _cleanup_free_ char *overlay_fail = NULL;
 
         switch (b->o->isolation) {
         case BLD_ISOLATION_ROOT:
@@ -187,11 +200,8 @@ static int choose_isolation(struct bld_build *b, char **ret_why, struct kiln_err
                         return -1;
                 break;
         case BLD_ISOLATION_AUTO:
-                if (sb_probe_at(b->scratch_path, &probed, &why, &overlay_fail, err) < 0)
-                        return kiln_error_wrap(err, "no isolation works here (in a container that forbids "
-                                                    "namespaces, --isolation none runs RUN in its own /, as kaniko)");
-                b->isolation = probed;
-                *ret_why = xasprintf("%s: %s", probed == SB_ISOLATION_ROOT ? "root" : "userns", why);
+                if (bld_isolation_auto(b->scratch_path, &b->isolation, ret_why, &overlay_fail, err) < 0)
+                        return -1;
                 break;
         case BLD_ISOLATION_NONE:
                 if (bld_none_setup(b, ret_why, err) < 0)

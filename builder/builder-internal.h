@@ -152,6 +152,47 @@ int sb_stubs_make(const char *dir, struct sb_stub_state ret[SB_STUBS_MAX], struc
 int sb_stubs_remove(const char *dir, const struct sb_stub_state stubs[SB_STUBS_MAX],
                     struct kiln_error **err);
 
+/* How far a probe of the sandbox's steps got (sb_probe_report()). */
+enum sb_probe_step {
+        SB_PROBE_OK,        /* every step worked */
+        SB_PROBE_UNSHARE,   /* unshare(CLONE_NEWNS, with CLONE_NEWUSER for userns) was refused */
+        SB_PROBE_MAP,       /* the id maps could not be written */
+        SB_PROBE_PRIVATE,   /* the mounts could not be made private */
+        SB_PROBE_MOUNT_API, /* open_tree was refused */
+        SB_PROBE_OVERLAY,   /* overlay could not be mounted */
+        _SB_PROBE_MAX,
+};
+
+/* What one probe found, for `kiln doctor`. */
+struct sb_probe_report {
+        enum sb_probe_step failed; /* SB_PROBE_OK when every step worked */
+        int errnum;                /* the failed step's errno */
+        char *why;                 /* the failure as sb_probe_at() words it; NULL when OK */
+        char *overlay_fail;        /* failed == SB_PROBE_OVERLAY: why, as sb_probe_overlay() */
+};
+
+/** Runs the probe sb_probe_at() runs for one isolation (a user namespace with only the
+ * caller's id mapped), in a directory made and removed in `dir`. Release with
+ * sb_probe_report_release(). IO when `dir` is not usable. */
+int sb_probe_report(enum sb_isolation isolation, const char *dir, struct sb_probe_report *ret,
+                    struct kiln_error **err);
+void sb_probe_report_release(struct sb_probe_report *r);
+
+/** Whether a fresh procfs can be mounted in new mount and pid namespaces (and a user namespace
+ * for USERNS), as sb_run() tries before binding the outer /proc read-only: *ret_fail is NULL
+ * when it can, else why ("mount proc: Operation not permitted"); *ret_unshared says whether
+ * the namespaces themselves could be made. CHILD when no child can be forked. */
+int sb_probe_proc(enum sb_isolation isolation, bool *ret_unshared, char **ret_fail,
+                  struct kiln_error **err);
+
+/** Why a sysctl disables unprivileged user namespaces ("... max_user_namespaces is 0"), without
+ * trying; NULL when none does. Caller frees. */
+char *sb_userns_disabled(void);
+
+/* The id map helpers sb_run() runs for /etc/subuid ranges. */
+#define SB_NEWUIDMAP "/usr/bin/newuidmap"
+#define SB_NEWGIDMAP "/usr/bin/newgidmap"
+
 /** The caller's /etc/subuid and /etc/subgid ranges as maps (caller -> 0, then the range from
  * 1); n == 0 when there are none. Caller frees. */
 void sb_subid_maps(struct sb_idmap **ret_uid, size_t *ret_n_uid, struct sb_idmap **ret_gid,
@@ -388,6 +429,9 @@ void bld_map_owners(const struct bld_build *b, struct layer_changes *changes);
  * b->none. *ret_why says why and what is kept. UNSUPPORTED when it may not run, with the reason.
  */
 int bld_none_setup(struct bld_build *b, char **ret_why, struct kiln_error **err);
+/** Why this looks like a container ("/.dockerenv exists"), or NULL: what --isolation none
+ * needs (or KILN_ISOLATION_NONE_FORCE=1). */
+const char *bld_none_container_reason(void);
 struct bld_none *bld_none_free(struct bld_none *n);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct bld_none *, bld_none_free)
 
@@ -435,6 +479,15 @@ int bld_tree_commit(struct bld_stage *st, const char *created_by, struct kiln_er
 
 /** After a stage: its stubs removed; its tree made when a later stage copies from it. */
 int bld_tree_stage_done(struct bld_stage *st, struct kiln_error **err);
+
+/**
+ * What `kiln build --isolation auto` picks when the steps' directories are in `dir` (the
+ * store's scratch directory): sb_probe_at()'s choice, *ret_why naming it ("root: running as
+ * root"), *ret_overlay_fail why overlay cannot be mounted there (NULL when it can). Shared by
+ * the build and `kiln doctor`. UNSUPPORTED when no namespaces work.
+ */
+int bld_isolation_auto(const char *dir, enum sb_isolation *ret, char **ret_why, char **ret_overlay_fail,
+                       struct kiln_error **err);
 
 /** Runs a stage from FROM to its last instruction. */
 int bld_stage_run(struct bld_stage *st, struct kiln_error **err);

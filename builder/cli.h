@@ -203,6 +203,7 @@ extern const struct cli_verb cli_verb_login;
 extern const struct cli_verb cli_verb_logout;
 extern const struct cli_verb cli_verb_build;
 extern const struct cli_verb cli_verb_unshare;
+extern const struct cli_verb cli_verb_doctor;
 
 /** Reads a Dockerfile from a path or "-" (stdin); at most 16 MiB. */
 int cli_read_dockerfile(const char *path, char **ret_text, size_t *ret_len,

@@ -106,6 +106,11 @@ static const char *container_reason(void)
         return NULL;
 }
 
+const char *bld_none_container_reason(void)
+{
+        return container_reason();
+}
+
 /* ---- what is kept ---- */
 
 static void add_exclude(struct bld_none *n, const char *abs)

@@ -127,8 +127,8 @@
 
 #define DEFAULT_PATH     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #define DEFAULT_HOSTNAME "kiln"
-#define NEWUIDMAP        "/usr/bin/newuidmap"
-#define NEWGIDMAP        "/usr/bin/newgidmap"
+#define NEWUIDMAP        SB_NEWUIDMAP
+#define NEWGIDMAP        SB_NEWGIDMAP
 #define MAX_ID_LINES     340   /* the kernel's limit for uid_map and gid_map */
 #define SUBID_MAX        65536 /* subordinate ids mapped from /etc/subuid and /etc/subgid */
 #define OUTPUT_CHUNK     16384 /* the caller's read buffer for the command's output */
@@ -2048,6 +2048,130 @@ int sb_probe_overlay(enum sb_isolation isolation, const char *dir, char **ret_fa
                 return -1;
         *ret_fail = r.step == PROBE_OVERLAY ? overlay_reason(&r, userns) : NULL;
         return 0;
+}
+
+static enum sb_probe_step public_step(int32_t step)
+{
+        switch ((enum probe_step) step) {
+        case PROBE_OK:
+                return SB_PROBE_OK;
+        case PROBE_UNSHARE:
+                return SB_PROBE_UNSHARE;
+        case PROBE_MAP:
+                return SB_PROBE_MAP;
+        case PROBE_PRIVATE:
+                return SB_PROBE_PRIVATE;
+        case PROBE_MOUNT_API:
+                return SB_PROBE_MOUNT_API;
+        case PROBE_OVERLAY:
+                return SB_PROBE_OVERLAY;
+        }
+        return SB_PROBE_UNSHARE;
+}
+
+int sb_probe_report(enum sb_isolation isolation, const char *dir, struct sb_probe_report *ret,
+                    struct kiln_error **err)
+{
+        struct probe_result r;
+        bool userns = isolation == SB_ISOLATION_USERNS;
+
+        if (probe(userns, dir, &r, err) < 0)
+                return -1;
+        *ret = (struct sb_probe_report){
+                .failed = public_step(r.step),
+                .errnum = r.step == PROBE_OK ? 0 : r.errnum,
+                .why = probe_reason(&r, userns, dir),
+                .overlay_fail = r.step == PROBE_OVERLAY ? overlay_reason(&r, userns) : NULL,
+        };
+        return 0;
+}
+
+void sb_probe_report_release(struct sb_probe_report *r)
+{
+        free(r->why);
+        free(r->overlay_fail);
+        r->why = r->overlay_fail = NULL;
+}
+
+/* In a throw-away child: new namespaces, then procfs in a grandchild, pid 1 of the new pid
+ * namespace (the one that may mount it). The failed step, errno set. */
+static enum probe_step probe_proc_steps(bool userns, uid_t uid, gid_t gid, const char **ret_what)
+{
+        char map[64];
+        pid_t pid;
+        int st;
+
+        *ret_what = "unshare";
+        if (unshare(CLONE_NEWNS | CLONE_NEWPID | (userns ? CLONE_NEWUSER : 0)) < 0)
+                return PROBE_UNSHARE;
+        *ret_what = "write the id maps";
+        if (userns) {
+                if (probe_write("/proc/self/setgroups", "deny\n") < 0)
+                        return PROBE_MAP;
+                snprintf(map, sizeof(map), "0 %u 1\n", (unsigned) gid);
+                if (probe_write("/proc/self/gid_map", map) < 0)
+                        return PROBE_MAP;
+                snprintf(map, sizeof(map), "0 %u 1\n", (unsigned) uid);
+                if (probe_write("/proc/self/uid_map", map) < 0)
+                        return PROBE_MAP;
+        }
+        *ret_what = "mount proc";
+        pid = fork();
+        if (pid < 0)
+                return PROBE_MOUNT_API;
+        if (pid == 0) {
+                int mnt = new_fs("proc", NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+
+                _exit(mnt < 0 ? (errno > 0 && errno < 256 ? errno : EIO) : 0);
+        }
+        while (waitpid(pid, &st, 0) < 0)
+                if (errno != EINTR)
+                        return PROBE_MOUNT_API;
+        if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+                return PROBE_OK;
+        errno = WIFEXITED(st) ? WEXITSTATUS(st) : ECHILD;
+        return PROBE_MOUNT_API;
+}
+
+int sb_probe_proc(enum sb_isolation isolation, bool *ret_unshared, char **ret_fail,
+                  struct kiln_error **err)
+{
+        _cleanup_close_ int r = -1, w = -1;
+        struct probe_result res = { PROBE_UNSHARE, ECHILD, "" };
+        bool userns = isolation == SB_ISOLATION_USERNS;
+        uid_t uid = geteuid();
+        gid_t gid = getegid();
+        pid_t pid;
+
+        if (make_pipe(&r, &w, err) < 0)
+                return -1;
+        pid = fork();
+        if (pid == 0) {
+                const char *what = "";
+
+                (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+                res.step = (int32_t) probe_proc_steps(userns, uid, gid, &what);
+                res.errnum = errno;
+                snprintf(res.log, sizeof(res.log), "%s", what);
+                (void) write_full(w, &res, sizeof(res));
+                _exit(0);
+        }
+        closefd(&w);
+        if (pid < 0)
+                return kiln_error_errno(err, KILN_ERR_CHILD, "sandbox: fork");
+        if (read_full(r, &res, sizeof(res)) != (ssize_t) sizeof(res))
+                res = (struct probe_result){ PROBE_UNSHARE, ECHILD, "wait for the probe" };
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+        res.log[sizeof(res.log) - 1] = '\0';
+        *ret_unshared = res.step != PROBE_UNSHARE && res.step != PROBE_MAP;
+        *ret_fail = res.step == PROBE_OK ? NULL : xasprintf("%s: %s", res.log, strerror(res.errnum));
+        return 0;
+}
+
+char *sb_userns_disabled(void)
+{
+        return userns_disabled();
 }
 
 /* ------------------------------------------------------------------------------------ */

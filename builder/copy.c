@@ -39,8 +39,9 @@
  * kiln's own are not copied); the owner is 0:0 (the context is sent with its ids reset) or the
  * --chown ids; --chmod (octal, or chmod(1)'s symbolic form with a missing "who" meaning "a")
  * applies to every copied file and directory, not to created parents. Hardlinks among the
- * copied files are kept (fsutil's getLinkSource). Fifos and device nodes are made with mknod
- * (an error when that is not allowed); sockets are skipped.
+ * files copied from one source (a path or a wildcard's matches) are kept (fsutil's
+ * getLinkSource); two sources are two copies, as BuildKit makes them. Fifos and device nodes
+ * are made with mknod (an error when that is not allowed); sockets are skipped.
  *
  * Inline (heredoc) sources become files of mode 0644 with the current time (the frontend's
  * llb.Mkfile(name, 0644, data)). ADD extracts a local tar archive (plain, gzip, bzip2, xz or
@@ -1240,6 +1241,7 @@ struct item {
         const char *data; /* inline content */
         size_t len;
         bool is_inline;                   /* inline content or a download */
+        size_t source;                    /* which of the sources as written it came from */
         const struct cp_fetched *fetched; /* a download */
 };
 
@@ -1469,6 +1471,7 @@ static int collect_sources(const struct copier *c, const struct cp_opts *o, stru
                         }
                         if (absent)
                                 continue;
+                        it->source = i;
                         XGROW(ret->v, ret->n + 1, ret->alloc);
                         ret->v[ret->n++] = *it;
                         *it = (struct item){ 0 };
@@ -1933,9 +1936,14 @@ static int copy_all(struct copier *c, const struct cp_opts *o, struct kiln_error
         }
         if (plan_dest(o, items.n, &p, err) < 0)
                 goto out;
-        for (i = 0; i < items.n; i++)
+        for (i = 0; i < items.n; i++) {
+                /* Each source as written is its own copy (BuildKit: one FileOp copy per
+                 * source): hardlinks are kept within one, not between two. */
+                if (i > 0 && items.v[i].source != items.v[i - 1].source)
+                        link_map_release(&c->links);
                 if (place_item(c, &p, &items.v[i], err) < 0)
                         goto out;
+        }
         r = 0;
 out:
         free(p.dest);

@@ -1093,9 +1093,10 @@ static void test_special(void)
                "hardlinks: kept among the copied files");
         copy_ok((struct cp_opts){ SRCS("h/one", "h/two"), .dest = "/hl2/" },
                 "hardlinked files as sources");
+        /* BuildKit makes one copy per source as written, each with its own link map */
         tap_ok(fstatat(dst_dir, "hl2/one", &a, 0) == 0 && fstatat(dst_dir, "hl2/two", &b, 0) == 0 &&
-                       a.st_ino == b.st_ino,
-               "hardlinks: kept across sources of one COPY");
+                       a.st_ino != b.st_ino && a.st_nlink == 1 && b.st_nlink == 1,
+               "hardlinks: not made between two sources of one COPY");
         copy_ok((struct cp_opts){ SRCS("f"), .dest = "/ff/" }, "a fifo");
         tree_is("ff", "ff/fifo p0640 0:0\n", "a fifo is made as a fifo");
 

@@ -269,6 +269,13 @@ int cp_copy(const struct cp_source *src, int destfd, const struct cp_opts *opts,
 /* Users and groups of an image (builder/user-db.c)                                       */
 /* ------------------------------------------------------------------------------------ */
 
+/** The home directory of USER `spec`'s user in the image's /etc/passwd (name or uid), "/" when
+ * it has none: the HOME a RUN gets when its environment has none (runc's rule). Caller frees. */
+char *bld_user_home(int rootfd, const char *spec);
+
+/** `envp` plus HOME=`home` when it has no HOME; NULL when it has one. Caller frees (strv_free). */
+char **bld_env_with_home(const char *const *envp, const char *home);
+
 /**
  * Resolves a USER or --chown spec ("name", "uid", "name:group", "uid:gid", "name:gid",
  * "uid:group") against the image root's /etc/passwd and /etc/group, read through `rootfd`

@@ -591,7 +591,7 @@ static void close_from(int first)
 }
 
 /* The child: only async-signal-safe calls until exec (this process may have threads). */
-_noreturn_ static void child(const struct sb_run *run, int out, int null, uid_t uid, gid_t gid,
+_noreturn_ static void child(const struct sb_run *run, char **envp, int out, int null, uid_t uid, gid_t gid,
                              const gid_t *groups, size_t n_groups)
 {
         static const char msg[] = "kiln: cannot start the command: ";
@@ -613,7 +613,7 @@ _noreturn_ static void child(const struct sb_run *run, int out, int null, uid_t 
                 what = "set the user";
                 goto fail;
         }
-        environ = (char **) run->envp;
+        environ = envp ? envp : (char **) run->envp;
         execvp(run->argv[0], (char *const *) run->argv);
         what = run->argv[0];
 fail : {
@@ -634,6 +634,8 @@ int bld_none_run(struct bld_stage *st, const struct sb_run *run, int *ret_status
         struct bld_none *n = st->b->none;
         _cleanup_free_ uint32_t *groups32 = NULL;
         _cleanup_free_ gid_t *groups = NULL;
+        _cleanup_free_ char *home = NULL;
+        _cleanup_(strv_freep) char **envp = NULL;
         _cleanup_close_ int null = -1, rd = -1, wr = -1;
         size_t n_groups = 0, i;
         uint32_t uid = 0, gid = 0;
@@ -654,6 +656,8 @@ int bld_none_run(struct bld_stage *st, const struct sb_run *run, int *ret_status
         if (run->user && *run->user &&
             bld_user_resolve(n->rootfd, run->user, &uid, &gid, &groups32, &n_groups, err) < 0)
                 return -1;
+        home = bld_user_home(n->rootfd, run->user);
+        envp = bld_env_with_home(run->envp, home);
         groups = xcalloc(n_groups + 1, sizeof(gid_t));
         for (i = 0; i < n_groups; i++)
                 groups[i] = (gid_t) groups32[i];
@@ -670,7 +674,7 @@ int bld_none_run(struct bld_stage *st, const struct sb_run *run, int *ret_status
         if (pid < 0)
                 return kiln_error_errno(err, KILN_ERR_CHILD, "fork");
         if (pid == 0)
-                child(run, wr, null, (uid_t) uid, (gid_t) gid, groups, n_groups);
+                child(run, envp, wr, null, (uid_t) uid, (gid_t) gid, groups, n_groups);
         close(wr);
         wr = -1;
         for (;;) {

@@ -196,6 +196,7 @@ struct child {
         int out;               /* write end of the output pipe (sb_run) */
         int upperfd, rootfd;
         struct sb_stub_state stubs[_STUB_MAX];
+        char **envp;    /* the command's environment with HOME added, or NULL: run->envp */
         struct msg err; /* the first failure, sent on exit */
 };
 
@@ -988,6 +989,11 @@ static int drop_privileges(struct child *c)
                 errno = e->errnum;
                 return fail(c, e->kind, "%s", e->msg);
         }
+        /* no HOME in the environment: the user's from passwd, else "/" (as runc) */
+        {
+                _cleanup_free_ char *home = bld_user_home(rootfd, spec);
+                c->envp = bld_env_with_home(c->run->envp, home);
+        }
         if (drop_capabilities(c) < 0)
                 return -1;
         /* A single-id user namespace denies setgroups: the groups cannot change there. */
@@ -1022,7 +1028,7 @@ static void exec_command(struct child *c)
         static const char *const empty[] = { NULL };
         const char *file = c->run->argv[0];
         char *const *argv = (char *const *) c->run->argv;
-        char *const *envp = (char *const *) (c->run->envp ? c->run->envp : empty);
+        char *const *envp = c->envp ? c->envp : (char *const *) (c->run->envp ? c->run->envp : empty);
         const char *p = env_path(c->run->envp);
         char buf[PATH_MAX];
         int e = ENOENT;

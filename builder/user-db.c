@@ -250,6 +250,43 @@ int bld_user_resolve(int rootfd, const char *spec, uint32_t *ret_uid, uint32_t *
         return 0;
 }
 
+char *bld_user_home(int rootfd, const char *spec)
+{
+        _cleanup_free_ char *copy = xstrdup(spec && *spec ? spec : "0"), *passwd = NULL;
+        char *cursor, *f[7];
+        struct user_spec s;
+        size_t n;
+
+        if (parse_spec(copy, spec && *spec ? spec : "0", &s, NULL) < 0 ||
+            read_db(rootfd, "/etc/passwd", &passwd, NULL) < 0)
+                return xstrdup("/");
+        cursor = passwd;
+        while ((n = next_entry(&cursor, f, ELEMENTSOF(f))) > 0) {
+                uint32_t u;
+
+                if (n < 6 || !parse_id(f[2], &u))
+                        continue;
+                if (s.user_numeric ? u == s.uid : strcmp(f[0], s.user) == 0)
+                        return xstrdup(*f[5] ? f[5] : "/");
+        }
+        return xstrdup("/");
+}
+
+char **bld_env_with_home(const char *const *envp, const char *home)
+{
+        size_t n = 0;
+        char **v;
+
+        for (; envp && envp[n]; n++)
+                if (strncmp(envp[n], "HOME=", 5) == 0)
+                        return NULL;
+        v = xcalloc(n + 2, sizeof(char *));
+        for (size_t i = 0; i < n; i++)
+                v[i] = xstrdup(envp[i]);
+        v[n] = xasprintf("HOME=%s", home);
+        return v;
+}
+
 bool bld_parse_u32(const char *s, uint32_t max, uint32_t *ret)
 {
         uint64_t v = 0;

@@ -428,8 +428,21 @@ static void test_environment(void)
         t.argv[0] = "env";
         t.argv[1] = NULL;
         t.r = sb_run(&t.run, &t.status, &t.err);
-        tap_eq_str(t.out.buf, "FOO=bar baz\nPATH=/usr/bin:/bin\n",
-                   "environment: exactly envp; argv[0] found in envp's PATH");
+        /* plus HOME from the user's passwd entry, as runc adds it when envp has none */
+        tap_eq_str(t.out.buf, "FOO=bar baz\nPATH=/usr/bin:/bin\nHOME=/root\n",
+                   "environment: envp and HOME from passwd; argv[0] found in envp's PATH");
+        t_release(&t);
+
+        {
+                static const char *const with_home[] = { "HOME=/elsewhere", "PATH=/usr/bin:/bin", NULL };
+                t_init(&t, SB_ISOLATION_ROOT);
+                t.run.envp = with_home;
+                t.argv[0] = "env";
+                t.argv[1] = NULL;
+                t.r = sb_run(&t.run, &t.status, &t.err);
+                tap_eq_str(t.out.buf, "HOME=/elsewhere\nPATH=/usr/bin:/bin\n",
+                           "environment: a HOME in envp is kept as it is");
+        }
         t_release(&t);
 
         t_init(&t, SB_ISOLATION_ROOT);
@@ -437,7 +450,8 @@ static void test_environment(void)
         t.argv[0] = "env";
         t.argv[1] = NULL;
         t.r = sb_run(&t.run, &t.status, &t.err);
-        tap_ok(t_exited(&t, 0) && t.out.len == 0, "environment: empty; Docker's default PATH");
+        tap_ok(t_exited(&t, 0) && strcmp(t.out.buf, "HOME=/root\n") == 0,
+               "environment: empty but for HOME; Docker's default PATH");
         t_release(&t);
 }
 

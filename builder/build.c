@@ -180,6 +180,11 @@ int bld_isolation_auto(const char *dir, enum sb_isolation *ret, char **ret_why, 
         return 0;
 }
 
+const char *bld_auto_none_reason(void)
+{
+        return geteuid() == 0 ? bld_none_container_reason() : NULL;
+}
+
 static int choose_isolation(struct bld_build *b, char **ret_why, struct kiln_error **err)
 {
         _cleanup_free_ char *overlay_fail = NULL;
@@ -200,9 +205,19 @@ static int choose_isolation(struct bld_build *b, char **ret_why, struct kiln_err
                         return -1;
                 break;
         case BLD_ISOLATION_AUTO:
-                if (bld_isolation_auto(b->scratch_path, &b->isolation, ret_why, &overlay_fail, err) < 0)
-                        return -1;
-                break;
+                if (bld_isolation_auto(b->scratch_path, &b->isolation, ret_why, &overlay_fail, err) == 0)
+                        break;
+                /* No namespace works. In a container, as root, the kaniko way still does: the
+                 * container exists for the build (a CI job, a pod), its / is the image's. */
+                if (bld_auto_none_reason()) {
+                        _cleanup_free_ char *probe = kiln_error_format(*err), *none_why = NULL;
+                        *err = kiln_error_free(*err);
+                        if (bld_none_setup(b, &none_why, err) < 0)
+                                return -1;
+                        *ret_why = xasprintf("%s (auto: no namespaces work here: %s)", none_why, probe);
+                        break;
+                }
+                return -1;
         case BLD_ISOLATION_NONE:
                 if (bld_none_setup(b, ret_why, err) < 0)
                         return -1;

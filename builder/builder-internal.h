@@ -439,6 +439,9 @@ int bld_none_setup(struct bld_build *b, char **ret_why, struct kiln_error **err)
 /** Why this looks like a container ("/.dockerenv exists"), or NULL: what --isolation none
  * needs (or KILN_ISOLATION_NONE_FORCE=1). */
 const char *bld_none_container_reason(void);
+/** Why --isolation auto may fall back to none when no namespace works (root in a container),
+ * or NULL when it may not. */
+const char *bld_auto_none_reason(void);
 struct bld_none *bld_none_free(struct bld_none *n);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct bld_none *, bld_none_free)
 

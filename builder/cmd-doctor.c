@@ -747,6 +747,9 @@ static void render_text(const struct doctor *d, struct kiln_buf *out)
                     d->auto_overlay_fail
                             ? "; without overlay: each stage works in a copy of its root filesystem"
                             : "");
+        else if (d->modes[MODE_NONE].verdict != FAILS && bld_auto_none_reason())
+                row(out, "auto picks", "none: no namespaces work here, and this is a container (%s)",
+                    bld_auto_none_reason());
         else if (d->modes[MODE_NONE].verdict != FAILS)
                 row(out, "auto picks", "nothing: no namespaces work here; use --isolation none");
         else
@@ -856,7 +859,9 @@ static int render_json(const struct doctor *d, struct kiln_buf *out, struct kiln
         json_object_set_new(
                 root, "auto",
                 json_pack("{s:o,s:o,s:b,s:o}", "isolation",
-                          d->auto_ok ? json_string(isolation_name(d->auto_isolation)) : json_null(),
+                          d->auto_ok ? json_string(isolation_name(d->auto_isolation))
+                          : d->modes[MODE_NONE].verdict != FAILS && bld_auto_none_reason() ? json_string("none")
+                                                                                          : json_null(),
                           "why", str_or_null(d->auto_ok ? d->auto_why : d->auto_error), "overlay",
                           d->auto_ok && !d->auto_overlay_fail, "overlay_error",
                           str_or_null(d->auto_overlay_fail)));

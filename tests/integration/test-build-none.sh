@@ -201,4 +201,16 @@ check "  naming it" has "127.0.0.1:9/nothing" "$WORK/err"
 check "  before any stage emptied / (images are fetched first)" \
         sh -c "test -e '$P/rootfs/container-file' && ! test -e '$P/rootfs/ran-a'"
 
+# --- auto in a container where nothing else works picks none --------------------------------------
+A="$WORK/a"
+check "another container bundle is made" make_bundle "$A" yes
+printf 'FROM kiln-test/busybox:1\nRUN echo auto >/auto\n' >"$A/rootfs/ctx/Dockerfile"
+jq '.process.args |= map(if . == "none" then "auto" else . end)' "$A/config.json" >"$A/c.new" &&
+        mv "$A/c.new" "$A/config.json"
+run_bundle "$A"
+check "in a container that forbids namespaces, --isolation auto builds (root)" test "$rc" = 0
+check "  with none, and says why" has "isolation: none.*auto: no namespaces work here" "$WORK/err"
+check "  and the image has RUN's file" \
+        sh -c "umoci unpack --image '$A/rootfs/kiln/store:out' '$WORK/u3' >/dev/null && grep -qx auto '$WORK/u3/rootfs/auto'"
+
 finish

@@ -239,6 +239,10 @@ static int choose_isolation(struct bld_build *b, char **ret_why, struct kiln_err
                                     "no /etc/subuid or /etc/subgid range for this user: only uid and gid 0 exist in "
                                     "RUN, so chown to other ids fails");
         }
+        if (b->isolation == SB_ISOLATION_ROOT && !b->none && sb_nested_userns()) {
+                b->userxattr = true;
+                b->env.nested_userns = true;
+        }
         if (!b->none)
                 choose_overlay(b, overlay_fail, ret_why);
         b->env.isolation = b->isolation;

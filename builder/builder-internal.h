@@ -63,7 +63,16 @@ struct sb_env {
          * the caller's uid and gid map to 0 alone. */
         const struct sb_idmap *uid_map, *gid_map;
         size_t n_uid_map, n_gid_map;
+        /* ROOT run as root of a user namespace that is not the initial one (a container's, or
+         * one unshare made; sb_nested_userns()): as with USERNS, overlay takes userxattr and
+         * redirect_dir=nofollow (trusted.* xattrs and redirect_dir=off are refused) and devpts
+         * no gid=5 (the tty group may not be mapped). */
+        bool nested_userns;
 };
+
+/** Whether this process is in a user namespace other than the initial one (its uid_map is not
+ * the whole identity map). */
+bool sb_nested_userns(void);
 
 /* A RUN step. */
 struct sb_run {

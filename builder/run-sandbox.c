@@ -529,6 +529,12 @@ static bool is_userns(const struct child *c)
         return c->env->isolation == SB_ISOLATION_USERNS;
 }
 
+/* overlay's xattrs in the user.* namespace: in a new user namespace, or in ROOT already in one */
+static bool ovl_userxattr(const struct child *c)
+{
+        return is_userns(c) || c->env->nested_userns;
+}
+
 static int overlay_fail(struct child *c, int fs)
 {
         int saved = errno;
@@ -547,7 +553,7 @@ static int overlay_fail(struct child *c, int fs)
  */
 static const char *redirect_mode(const struct child *c)
 {
-        return is_userns(c) ? "nofollow" : "off";
+        return ovl_userxattr(c) ? "nofollow" : "off";
 }
 
 /* The mount API with "lowerdir+": the mount fd, -1 on failure, -2 to fall back to mount(2). */
@@ -570,7 +576,7 @@ static int overlay_fsmount(struct child *c)
         for (i = 0; i < ELEMENTSOF(off); i++)
                 (void) sys_fsconfig(fs, FSCONFIG_SET_STRING, off[i], "off", 0);
         (void) sys_fsconfig(fs, FSCONFIG_SET_STRING, "redirect_dir", redirect_mode(c), 0);
-        if (is_userns(c) && sys_fsconfig(fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0)
+        if (ovl_userxattr(c) && sys_fsconfig(fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) < 0)
                 return overlay_fail(c, fs);
         if (sys_fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
                 return overlay_fail(c, fs);
@@ -612,7 +618,7 @@ static int overlay_mount2(struct child *c)
         kiln_buf_adds(&b, ",workdir=", NULL);
         if (overlay_opt_path(c, &b, c->root->work) < 0)
                 return -1;
-        if (is_userns(c))
+        if (ovl_userxattr(c))
                 kiln_buf_adds(&b, ",userxattr", NULL);
         if (b.len + 40 >= (size_t) sysconf(_SC_PAGESIZE)) {
                 errno = 0;
@@ -787,7 +793,7 @@ static int mount_dev(struct child *c)
                 if (dev_node(c, dev, nodes[i]) < 0)
                         return -1;
         /* The tty group exists on the host side only when ids are not remapped. */
-        if (!is_userns(c))
+        if (!is_userns(c) && !c->env->nested_userns)
                 pts_opts[3] = "gid=5";
         if (dev_mount(c, dev, "pts", "devpts", pts_opts, nosuid_noexec) < 0 ||
             dev_mount(c, dev, "shm", "tmpfs", shm_opts, nosuid_noexec | MOUNT_ATTR_NODEV) < 0)
@@ -849,7 +855,10 @@ static int setup_run(struct child *c)
                 return -1;
         if (c->env->network == SB_NETWORK_NONE && loopback_up(c) < 0)
                 return -1;
-        if (sethostname(hostname, strlen(hostname)) < 0)
+        /* The UTS namespace is the sandbox's own either way; a container's seccomp profile may
+         * refuse sethostname without CAP_SYS_ADMIN (podman's default does, while it allows
+         * unshare and mount): RUN then keeps the container's name, not a reason to fail. */
+        if (sethostname(hostname, strlen(hostname)) < 0 && (errno != EPERM || c->run->hostname))
                 return fail(c, KILN_ERR_CHILD, "sandbox: set the hostname '%s'", hostname);
         if (mount_proc(c) < 0 || mount_dev(c) < 0 ||
             bind_host_file(c, STUB_HOSTS, "/etc/hosts") < 0 ||
@@ -1669,13 +1678,23 @@ static int check_setup(const struct sb_rootfs *root, const struct sb_env *env,
         return kiln_error_new(err, KILN_ERR_INVALID, "sandbox: invalid isolation");
 }
 
+/* In a user namespace made with setgroups "deny" (unshare --map-root-user): inherited. */
+static bool setgroups_denied_here(void)
+{
+        _cleanup_free_ char *v = NULL;
+
+        return kiln_read_file_at(AT_FDCWD, "/proc/self/setgroups", 64, &v, NULL, NULL) == 0 &&
+               strncmp(v, "deny", 4) == 0;
+}
+
 static struct child child_init(const struct sb_rootfs *root, const struct sb_env *env)
 {
         return (struct child){
                 .root = root,
                 .env = env,
-                .setgroups_denied = env->isolation == SB_ISOLATION_USERNS &&
-                                    map_is_self(env->gid_map, env->n_gid_map, getegid()),
+                .setgroups_denied = (env->isolation == SB_ISOLATION_USERNS &&
+                                     map_is_self(env->gid_map, env->n_gid_map, getegid())) ||
+                                    (env->nested_userns && setgroups_denied_here()),
                 .report = -1,
                 .sync = -1,
                 .out = -1,
@@ -1824,7 +1843,7 @@ static enum probe_step probe_steps(const char *dir, bool userns, uid_t uid, gid_
         tree = clone_tree(AT_FDCWD, "/dev/null", false, true);
         if (tree < 0)
                 return PROBE_MOUNT_API;
-        if (probe_overlay_mount(dir, userns, log, size) < 0)
+        if (probe_overlay_mount(dir, userns || sb_nested_userns(), log, size) < 0)
                 return PROBE_OVERLAY;
         return PROBE_OK;
 }
@@ -1937,6 +1956,17 @@ static int probe(bool userns, const char *base, struct probe_result *ret, struct
         remove_tree_at(AT_FDCWD, dir, 3);
         *ret = res;
         return 0;
+}
+
+bool sb_nested_userns(void)
+{
+        _cleanup_free_ char *map = NULL;
+        unsigned long inside, outside, count;
+
+        if (kiln_read_file_at(AT_FDCWD, "/proc/self/uid_map", 4096, &map, NULL, NULL) < 0)
+                return false;
+        return sscanf(map, "%lu %lu %lu", &inside, &outside, &count) != 3 || inside != 0 || outside != 0 ||
+               count != 4294967295UL;
 }
 
 /* Why user namespaces cannot work for an unprivileged user, without trying; NULL if they may. */

@@ -1785,6 +1785,21 @@ static int probe_write(const char *path, const char *text)
         return fd < 0 || write(fd, text, strlen(text)) < 0 ? -1 : 0;
 }
 
+/* In a fresh user namespace: the caller's ids alone, mapped to 0 (setgroups denied first, as
+ * the kernel requires of an unprivileged writer). */
+static int probe_map_self(uid_t uid, gid_t gid)
+{
+        char map[64];
+
+        if (probe_write("/proc/self/setgroups", "deny\n") < 0)
+                return -1;
+        snprintf(map, sizeof(map), "0 %u 1\n", (unsigned) gid);
+        if (probe_write("/proc/self/gid_map", map) < 0)
+                return -1;
+        snprintf(map, sizeof(map), "0 %u 1\n", (unsigned) uid);
+        return probe_write("/proc/self/uid_map", map);
+}
+
 /* An overlay of dir/{lower,upper,work} attached on dir/merged; the kernel's complaint in `log`. */
 static int probe_overlay_mount(const char *dir, bool userns, char *log, size_t size)
 {
@@ -1823,21 +1838,12 @@ fail:
 static enum probe_step probe_steps(const char *dir, bool userns, uid_t uid, gid_t gid, char *log,
                                    size_t size)
 {
-        char map[64];
         _cleanup_close_ int tree = -1;
 
         if (unshare(CLONE_NEWNS | (userns ? CLONE_NEWUSER : 0)) < 0)
                 return PROBE_UNSHARE;
-        if (userns) {
-                if (probe_write("/proc/self/setgroups", "deny\n") < 0)
-                        return PROBE_MAP;
-                snprintf(map, sizeof(map), "0 %u 1\n", (unsigned) gid);
-                if (probe_write("/proc/self/gid_map", map) < 0)
-                        return PROBE_MAP;
-                snprintf(map, sizeof(map), "0 %u 1\n", (unsigned) uid);
-                if (probe_write("/proc/self/uid_map", map) < 0)
-                        return PROBE_MAP;
-        }
+        if (userns && probe_map_self(uid, gid) < 0)
+                return PROBE_MAP;
         if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
                 return PROBE_PRIVATE;
         tree = clone_tree(AT_FDCWD, "/dev/null", false, true);
@@ -2133,7 +2139,6 @@ void sb_probe_report_release(struct sb_probe_report *r)
  * namespace (the one that may mount it). The failed step, errno set. */
 static enum probe_step probe_proc_steps(bool userns, uid_t uid, gid_t gid, const char **ret_what)
 {
-        char map[64];
         pid_t pid;
         int st;
 
@@ -2141,16 +2146,8 @@ static enum probe_step probe_proc_steps(bool userns, uid_t uid, gid_t gid, const
         if (unshare(CLONE_NEWNS | CLONE_NEWPID | (userns ? CLONE_NEWUSER : 0)) < 0)
                 return PROBE_UNSHARE;
         *ret_what = "write the id maps";
-        if (userns) {
-                if (probe_write("/proc/self/setgroups", "deny\n") < 0)
-                        return PROBE_MAP;
-                snprintf(map, sizeof(map), "0 %u 1\n", (unsigned) gid);
-                if (probe_write("/proc/self/gid_map", map) < 0)
-                        return PROBE_MAP;
-                snprintf(map, sizeof(map), "0 %u 1\n", (unsigned) uid);
-                if (probe_write("/proc/self/uid_map", map) < 0)
-                        return PROBE_MAP;
-        }
+        if (userns && probe_map_self(uid, gid) < 0)
+                return PROBE_MAP;
         *ret_what = "mount proc";
         pid = fork();
         if (pid < 0)

@@ -28,17 +28,10 @@ skip() {
         exit 0
 }
 
-LINE="daemon:400000:65536"
-RANGES=0
+# shellcheck source=lib/subid.sh
+. "$HERE/lib/subid.sh"
 cleanup() {
-        if [ "$RANGES" = 1 ]; then
-                for f in /etc/subuid /etc/subgid; do
-                        # grep exits 1 when no other line is left: still write the file
-                        grep -vx "$LINE" "$f" >"$f.kiln-test"
-                        cat "$f.kiln-test" >"$f"
-                        rm -f "$f.kiln-test"
-                done
-        fi
+        subid_remove
         # the sandbox's mounts live in namespaces of their own: only this one is ours
         mountpoint -q "$WORK/ovl" && umount "$WORK/ovl"
         rm -rf "$WORK"
@@ -202,13 +195,7 @@ if ! command -v newuidmap >/dev/null || ! id daemon >/dev/null 2>&1; then
 else
         USER_UID=$(id -u daemon) USER_GID=$(id -g daemon)
         export USER_UID USER_GID
-        # one ranges run at a time on this machine: each removes the line it added
-        exec 9>/run/kiln-test-subid.lock
-        flock 9
-        RANGES=1
-        for f in /etc/subuid /etc/subgid; do
-                grep -qx "$LINE" "$f" 2>/dev/null || echo "$LINE" >>"$f"
-        done
+        subid_add daemon
         suite ranges
 fi
 finish

@@ -40,27 +40,14 @@ fi
 home=$(mktemp -d)
 chmod 755 "$home"
 chown "$uid:$gid" "$home"
-line="$user:400000:65536"
+# shellcheck source=lib/subid.sh
+. "$HERE/lib/subid.sh"
 cleanup() {
-        if [ "$MODE" = ranges ]; then
-                for f in /etc/subuid /etc/subgid; do
-                        # grep exits 1 when no other line is left: still write the file
-                        grep -vx "$line" "$f" >"$f.kiln-test"
-                        cat "$f.kiln-test" >"$f"
-                        rm -f "$f.kiln-test"
-                done
-        fi
+        subid_remove
         rm -rf "$home"
 }
 trap cleanup EXIT
-if [ "$MODE" = ranges ]; then
-        # one ranges run at a time on this machine: each removes the line it added
-        exec 9>/run/kiln-test-subid.lock
-        flock 9
-        for f in /etc/subuid /etc/subgid; do
-                grep -qx "$line" "$f" 2>/dev/null || echo "$line" >>"$f"
-        done
-fi
+[ "$MODE" = ranges ] && subid_add "$user"
 setpriv --reuid "$uid" --regid "$gid" --clear-groups \
         env -u KILN_ROOT HOME="$home" TMPDIR="$home" XDG_RUNTIME_DIR= KILN="$KILN" \
         KILN_MUST_WORK="${KILN_MUST_WORK:-}" PATH="$PATH" bash "$HERE/$TEST.sh"

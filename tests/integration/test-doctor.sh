@@ -11,20 +11,14 @@ WORK=$(mktemp -d)
 chmod 755 "$WORK"
 # shellcheck source=lib/tap.sh
 . "$HERE/lib/tap.sh"
+# shellcheck source=lib/subid.sh
+. "$HERE/lib/subid.sh"
 IDS=()
-SUBID_LINE=
 cleanup() {
-        local id f
+        local id
         for id in "${IDS[@]}"; do runc delete -f "$id" >/dev/null 2>&1; done
         mountpoint -q "$WORK/ovl/merged" 2>/dev/null && umount "$WORK/ovl/merged"
-        if [ -n "$SUBID_LINE" ]; then
-                for f in /etc/subuid /etc/subgid; do
-                        # grep exits 1 when no other line is left: still write the file
-                        grep -vx "$SUBID_LINE" "$f" >"$f.kiln-test"
-                        cat "$f.kiln-test" >"$f"
-                        rm -f "$f.kiln-test"
-                done
-        fi
+        subid_remove
         rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -114,21 +108,10 @@ fi
 if [ "$have" = 1 ] && need newuidmap command -v newuidmap && id daemon >/dev/null 2>&1; then
         H="$WORK/daemon"
         mkdir -p "$H" && chown daemon: "$H"
-        exec 9>/run/kiln-test-subid.lock
-        flock 9
-        SUBID_LINE="daemon:400000:65536"
-        for f in /etc/subuid /etc/subgid; do
-                grep -qx "$SUBID_LINE" "$f" 2>/dev/null || echo "$SUBID_LINE" >>"$f"
-        done
+        subid_add daemon
         check "as daemon with a range, doctor works (0)" run 0 as_user daemon "$H" "$KILN" doctor
         cp "$WORK/out" "$WORK/daemon.txt"
-        for f in /etc/subuid /etc/subgid; do
-                grep -vx "$SUBID_LINE" "$f" >"$f.kiln-test"
-                cat "$f.kiln-test" >"$f"
-                rm -f "$f.kiln-test"
-        done
-        SUBID_LINE=
-        exec 9>&-
+        subid_remove
         check "it shows the range" grep -q '^subuid / subgid  *400000-465535 / 400000-465535 (for daemon)' "$WORK/daemon.txt"
         check "userns works with ranges" grep -q '^  userns  *works (with ranges: 65536 subordinate uids)' "$WORK/daemon.txt"
         check "auto picks userns with the ranges" \

@@ -16,22 +16,10 @@ WORK=$(mktemp -d)
 chmod 755 "$WORK"
 # shellcheck source=lib/tap.sh
 . "$HERE/lib/tap.sh"
-LINE="daemon:400000:65536"
-SUBID=0
-remove_subid() {
-        local f
-        [ "$SUBID" = 1 ] || return 0
-        for f in /etc/subuid /etc/subgid; do
-                # grep exits 1 when no other line is left: still write the file
-                grep -vx "$LINE" "$f" >"$f.kiln-test"
-                cat "$f.kiln-test" >"$f"
-                rm -f "$f.kiln-test"
-        done
-        SUBID=0
-        exec 9>&-
-}
+# shellcheck source=lib/subid.sh
+. "$HERE/lib/subid.sh"
 cleanup() {
-        remove_subid
+        subid_remove
         rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -133,15 +121,10 @@ check "rootless podman: a root directory is made" make_root "$R2"
 # the container's root is daemon outside: its / must be daemon's to be written
 chown -R 1:1 "$WORK/rootless"
 chmod 700 "$X2"
-exec 9>/run/kiln-test-subid.lock
-flock 9
-SUBID=1
-for f in /etc/subuid /etc/subgid; do
-        grep -qx "$LINE" "$f" 2>/dev/null || echo "$LINE" >>"$f"
-done
+subid_add daemon
 podman_run "$R2" "$P2" setpriv --reuid 1 --regid 1 --init-groups \
         env HOME="$H2" XDG_RUNTIME_DIR="$X2" PATH="$PATH"
-remove_subid
+subid_remove
 if [ "$rc" = 0 ]; then ok "rootless podman: kiln build --isolation auto works"; else
         not_ok "rootless podman: kiln build --isolation auto works (exit $rc)"
         show

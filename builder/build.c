@@ -86,6 +86,13 @@ void bld_step_done(struct bld_step *s)
         bld_step_event(s, &ev);
 }
 
+void bld_step_cached(struct bld_step *s)
+{
+        struct bld_event ev = { .kind = BLD_EVENT_STEP_CACHED };
+
+        bld_step_event(s, &ev);
+}
+
 void bld_step_error(struct bld_step *s, const struct kiln_error *e, const char *tail)
 {
         struct bld_build *b = s->st->b;
@@ -445,6 +452,10 @@ int bld_build(const struct bld_build_opts *opts, struct bld_build_result *ret, s
         if (choose_isolation(&b, &ret->isolation_why, err) < 0)
                 goto out;
         build_event(&b, BLD_EVENT_INFO, "isolation: %s", ret->isolation_why);
+        /* This increment caches the overlay path only: without overlay every step runs. */
+        b.cache = !b.none && !b.trees;
+        if (!b.cache)
+                build_event(&b, BLD_EVENT_INFO, "cache: not used %s", b.none ? "with --isolation none" : "without overlay");
         b.stages = xcalloc(g->n_stages, sizeof(*b.stages));
         for (i = 0; i < g->n_stages; i++) {
                 b.stages[i].b = &b;

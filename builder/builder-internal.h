@@ -388,6 +388,10 @@ struct bld_stage {
         char *tree;                   /* SCRATCH/tree-<index>; NULL until made */
         struct sb_stub_state stubs[SB_STUBS_MAX]; /* mount stubs made in it for RUN */
         bool stubs_made;
+        /* The cache key of the stage so far (the last step's, or its base's); "" once an
+         * input kiln cannot key was seen: nothing after it is cached */
+        char key[LAYER_DIGEST_SIZE];
+        bool unsettled;               /* cached layers were added: lowers are to be remade */
 };
 
 struct bld_build {
@@ -408,6 +412,7 @@ struct bld_build {
         bool trees;                   /* overlay cannot be mounted on the scratch directory:
                                        * stages work in trees of their own (stage-tree.c) */
         bool prefetched;              /* every image is in the store: --pull is done */
+        bool cache;                   /* the local cache is consulted and written (overlay only) */
 };
 
 /* A step being run, for its events. */
@@ -419,12 +424,15 @@ struct bld_step {
         size_t line_len;
         char *tail[10];
         unsigned tail_next;
+        bool cached;                  /* its result came from the cache */
 };
 
 void bld_step_start(struct bld_stage *st, struct bld_step *s, unsigned index, const struct df_instr *in,
                     unsigned count);
 void bld_step_event(struct bld_step *s, struct bld_event *ev);
 void bld_step_done(struct bld_step *s);
+/** The step's result came from the cache (instead of bld_step_done()). */
+void bld_step_cached(struct bld_step *s);
 void bld_step_error(struct bld_step *s, const struct kiln_error *e, const char *tail);
 bool bld_build_failed(struct bld_build *b);
 /** Whether RUN has subordinate ids (a user namespace with /etc/subuid ranges). */
@@ -507,6 +515,40 @@ int bld_tree_stage_done(struct bld_stage *st, struct kiln_error **err);
  */
 int bld_isolation_auto(const char *dir, enum sb_isolation *ret, char **ret_why, char **ret_overlay_fail,
                        struct kiln_error **err);
+
+/* ------------------------------------------------------------------------------------ */
+/* The local build cache (builder/cache.c)                                                */
+/* ------------------------------------------------------------------------------------ */
+
+/* A step key being computed: sha256 over length-prefixed fields. */
+struct bld_key {
+        struct layer_sha256 *h;
+};
+
+/** Starts a key from its parent's key and what kind of step it is. */
+void bld_key_init(struct bld_key *k, const char *parent, const char *what);
+void bld_key_add(struct bld_key *k, const char *s);
+void bld_key_addn(struct bld_key *k, const void *data, size_t len);
+/** A JSON value, canonically (sorted keys, compact). */
+void bld_key_add_json(struct bld_key *k, json_t *j);
+/** An image config without its history and creation time. */
+void bld_key_config(struct bld_key *k, json_t *config);
+void bld_key_final(struct bld_key *k, char out[LAYER_DIGEST_SIZE]);
+
+/* What a cached step made. */
+struct bld_cache_entry {
+        bool empty; /* no files changed: an empty_layer history entry */
+        char digest[LAYER_DIGEST_SIZE];
+        char diff_id[LAYER_DIGEST_SIZE];
+        uint64_t size;
+        char media_type[128];
+};
+
+/** The entry for `key` when there is one whose blob is in the store with its size; false
+ * otherwise (and always with --no-cache). */
+bool bld_cache_get(struct bld_build *b, const char *key, struct bld_cache_entry *ret);
+/** Records an entry (temp file and rename); best effort. */
+void bld_cache_put(struct bld_build *b, const char *key, const struct bld_cache_entry *e, const char *created_by);
 
 /** Runs a stage from FROM to its last instruction. */
 int bld_stage_run(struct bld_stage *st, struct kiln_error **err);

@@ -101,6 +101,7 @@ enum bld_event_kind {
         BLD_EVENT_STEP_START,  /* text: the instruction, as written */
         BLD_EVENT_STEP_OUTPUT, /* text: one line of a RUN's output, without its newline */
         BLD_EVENT_STEP_DONE,   /* elapsed */
+        BLD_EVENT_STEP_CACHED, /* the step's layer came from the cache: nothing ran */
         BLD_EVENT_STEP_ERROR,  /* text: what went wrong; elapsed */
         _BLD_EVENT_MAX,
 };
@@ -127,6 +128,7 @@ struct bld_build_opts {
         enum layer_compression compression;
         bool docker;                     /* Docker schema2 media types instead of OCI */
         bool pull;                       /* pull base images even when the store has them */
+        bool no_cache;                   /* run every step (entries are still written) */
         unsigned jobs;                   /* stages built at once; 0: the number of CPUs */
         int64_t source_date_epoch;       /* -1: none */
         /** Called for every event, one at a time (never concurrently). */

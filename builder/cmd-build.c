@@ -36,7 +36,7 @@ struct build_opts {
         const char *root;
         const char **tags;
         size_t n_tags;
-        bool push, pull;
+        bool push, pull, no_cache;
         const char *iidfile, *metadata_file;
         enum bld_isolation isolation;
         enum bld_network network;
@@ -61,6 +61,7 @@ enum {
         OPT_COMPRESSION,
         OPT_PROGRESS,
         OPT_PULL,
+        OPT_NO_CACHE,
         OPT_EPOCH,
 };
 
@@ -80,6 +81,7 @@ static const struct option build_options[] = {
         { .name = "jobs", .has_arg = required_argument, .val = 'j' },
         { .name = "progress", .has_arg = required_argument, .val = OPT_PROGRESS },
         { .name = "pull", .has_arg = no_argument, .val = OPT_PULL },
+        { .name = "no-cache", .has_arg = no_argument, .val = OPT_NO_CACHE },
         { .name = "source-date-epoch", .has_arg = required_argument, .val = OPT_EPOCH },
         {},
 };
@@ -194,6 +196,9 @@ static int build_option(void *state, int opt, const char *arg, struct kiln_error
                 return 0;
         case OPT_PULL:
                 o->pull = true;
+                return 0;
+        case OPT_NO_CACHE:
+                o->no_cache = true;
                 return 0;
         case 'o':
                 return parse_output(o, arg, err);
@@ -336,6 +341,10 @@ static void on_event(void *ctx, const struct bld_event *ev)
         case BLD_EVENT_STEP_DONE:
                 if (!p->quiet)
                         print_line(p, "#%u DONE %.1fs", ev->step, ev->elapsed);
+                break;
+        case BLD_EVENT_STEP_CACHED:
+                if (!p->quiet)
+                        print_line(p, "#%u CACHED", ev->step);
                 break;
         case BLD_EVENT_STEP_ERROR: {
                 const char *nl = memchr(ev->text, '\n', ev->len);
@@ -692,6 +701,7 @@ static int run_build(void *state, char **args, unsigned n_args, struct cli_ctx *
                 .compression = o->compression,
                 .docker = o->docker,
                 .pull = o->pull,
+                .no_cache = o->no_cache,
                 .jobs = o->jobs,
                 .source_date_epoch = o->epoch_set ? o->source_date_epoch : bld_source_date_epoch(),
                 .event = on_event,
@@ -756,6 +766,7 @@ const struct cli_verb cli_verb_build = {
                 "                              type=local,dest=DIR      (the root filesystem)\n"
                 "                              DIR                      (the same as type=local)\n"
                 "  --pull                    pull base images even when the store has them\n"
+                "  --no-cache                run every step (the local cache is still written)\n"
                 "  --iidfile FILE            write the image id (its config digest)\n"
                 "  --metadata-file FILE      write buildx-style JSON (containerimage.digest, ...)\n"
                 "  --isolation MODE          auto (default), root, userns, or none (in a throwaway\n"

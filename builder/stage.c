@@ -109,6 +109,7 @@ struct upper_job {
         struct bld_build *b;
         const char *upper;
         bool map_owners; /* outside the namespace: stat shows outside ids */
+        bool fingerprint; /* only hash the changes as a plain tar with every mtime 0 */
         struct upper_result {
                 bool empty;
                 struct layer_desc desc;
@@ -139,6 +140,15 @@ int bld_write_layer(struct bld_build *b, struct layer_changes *changes, bool map
         return layer_blob_commit(w, NULL, ret->digest, &ret->size, err);
 }
 
+static int discard(void *ctx, const void *data, size_t len, struct kiln_error **err)
+{
+        (void) ctx;
+        (void) data;
+        (void) len;
+        (void) err;
+        return 0;
+}
+
 static int write_upper(void *ctx, int unused, struct kiln_error **err)
 {
         struct upper_job *j = ctx;
@@ -151,22 +161,37 @@ static int write_upper(void *ctx, int unused, struct kiln_error **err)
                 return kiln_error_errno(err, KILN_ERR_IO, "open '%s'", j->upper);
         if (layer_changes_from_upper(fd, b->userxattr, &changes, err) < 0)
                 return -1;
+        if (j->fingerprint) {
+                struct layer_write_opts wo = LAYER_WRITE_OPTS_DEFAULT;
+                struct layer_sink sink = { .write = discard, .ctx = NULL };
+                j->result->empty = changes.n == 0;
+                if (j->map_owners)
+                        bld_map_owners(b, &changes);
+                wo.compression = LAYER_COMPRESSION_NONE;
+                wo.source_date_epoch = 0; /* what lands, not when it was touched */
+                r = changes.n ? layer_write(&changes, &wo, &sink, &j->result->desc, err) : 0;
+                layer_changes_release(&changes);
+                return r;
+        }
         r = bld_write_layer(b, &changes, j->map_owners, &j->result->empty, &j->result->desc, err);
         layer_changes_release(&changes);
         return r;
 }
 
 /*
- * Turns a step's upper directory into a layer (none when nothing changed) and makes it the
- * stage's top lower directory. In a user namespace the upper holds files of ids the caller
- * cannot read (a 0700 home of a mapped user, a mode 000 file): it is read from inside the
- * namespace, as root there, where stat shows the ids the layer records.
+ * A step's upper directory as a layer in the store, or (fingerprint) only its tar hashed.
+ * In a user namespace the upper holds files of ids the caller cannot read (a 0700 home of a
+ * mapped user, a mode 000 file): it is read from inside the namespace, as root there, where
+ * stat shows the ids the layer records.
  */
-static int commit(struct bld_stage *st, const char *upper, const char *created_by, struct kiln_error **err)
+static int upper_layer(struct bld_stage *st, const char *upper, bool fingerprint, struct upper_result *ret,
+                       struct kiln_error **err)
 {
         struct bld_build *b = st->b;
         struct upper_result local = { 0 }, *res = &local;
-        struct upper_job j = { .b = b, .upper = upper, .map_owners = true, .result = &local };
+        struct upper_job j = {
+                .b = b, .upper = upper, .map_owners = true, .fingerprint = fingerprint, .result = &local
+        };
         int r;
 
         if (b->isolation == SB_ISOLATION_USERNS) {
@@ -180,6 +205,22 @@ static int commit(struct bld_stage *st, const char *upper, const char *created_b
         } else {
                 r = write_upper(&j, -1, err);
         }
+        if (r == 0)
+                *ret = *res;
+        if (res != &local)
+                munmap(res, sizeof(*res));
+        return r;
+}
+
+/* The upper's layer (none when nothing changed) added to the stage and made its top lower
+ * directory; `made` (may be NULL) gets what was written, for a cache entry. */
+static int commit_entry(struct bld_stage *st, const char *upper, const char *created_by,
+                        struct bld_cache_entry *made, struct kiln_error **err)
+{
+        struct bld_build *b = st->b;
+        struct upper_result out = { 0 }, *res = &out;
+        int r = upper_layer(st, upper, false, &out, err);
+
         if (r == 0 && res->empty) {
                 bld_config_add_history(st->config, b->created, created_by, true);
         } else if (r == 0) {
@@ -188,8 +229,14 @@ static int commit(struct bld_stage *st, const char *upper, const char *created_b
                 bld_config_add_history(st->config, b->created, created_by, false);
                 add_lower(st, upper);
         }
-        if (res != &local)
-                munmap(res, sizeof(*res));
+        if (r == 0 && made) {
+                *made = (struct bld_cache_entry){ .empty = res->empty, .size = res->desc.size };
+                if (!res->empty) {
+                        memcpy(made->digest, res->desc.digest, LAYER_DIGEST_SIZE);
+                        memcpy(made->diff_id, res->desc.diff_id, LAYER_DIGEST_SIZE);
+                        snprintf(made->media_type, sizeof(made->media_type), "%s", media_type_of(b));
+                }
+        }
         return r;
 }
 
@@ -328,6 +375,116 @@ static int image_rootfs(struct bld_build *b, const struct bld_image_layers *img,
         return 0;
 }
 
+/* ---- the cache ---- */
+
+/* A step's key: its parent's, what it is, the config it sees, and how layers are written. */
+static void key_begin(struct bld_stage *st, struct bld_key *k, const char *what)
+{
+        struct bld_build *b = st->b;
+        char buf[128];
+
+        bld_key_init(k, st->key, what);
+        bld_key_config(k, st->config);
+        snprintf(buf, sizeof(buf), "epoch=%lld compression=%d docker=%d isolation=%d ranges=%d network=%d",
+                 (long long) b->o->source_date_epoch, (int) b->o->compression, (int) b->o->docker,
+                 (int) b->isolation, (int) bld_build_has_ranges(b), (int) b->env.network);
+        bld_key_add(k, buf);
+}
+
+/* A cached layer was added: the stage's lower directories are one root filesystem of its
+ * layers, made when a step next needs them (an unpacked layer alone would lose its
+ * whiteouts). */
+static int settle(struct bld_stage *st, struct kiln_error **err)
+{
+        struct bld_image_layers img = { 0 };
+        _cleanup_free_ char *path = NULL;
+        size_t i;
+        int r;
+
+        if (!st->unsettled)
+                return 0;
+        img.n = st->n_layers;
+        img.digests = xcalloc(img.n + 1, sizeof(*img.digests));
+        img.diff_ids = xcalloc(img.n + 1, sizeof(*img.diff_ids));
+        for (i = 0; i < img.n; i++) {
+                memcpy(img.digests[i], st->layers[i].digest, LAYER_DIGEST_SIZE);
+                memcpy(img.diff_ids[i], st->layers[i].diff_id, LAYER_DIGEST_SIZE);
+        }
+        r = image_rootfs(st->b, &img, &path, err);
+        free(img.digests);
+        free(img.diff_ids);
+        if (r < 0)
+                return -1;
+        for (i = 0; i < st->n_lowers; i++)
+                free(st->lowers[i]);
+        st->n_lowers = 0;
+        add_lower(st, path);
+        st->unsettled = false;
+        return 0;
+}
+
+/* Settles an earlier stage a later one builds on or copies from (stages of a wave run at once). */
+static int settle_other(struct bld_stage *st, struct kiln_error **err)
+{
+        int r;
+
+        pthread_mutex_lock(&st->b->lock);
+        r = settle(st, err);
+        pthread_mutex_unlock(&st->b->lock);
+        return r;
+}
+
+/* Uses a cache entry for the step: its layer and history, nothing run. */
+static void apply_hit(struct bld_stage *st, struct bld_step *s, const struct bld_cache_entry *e,
+                      const char *created_by)
+{
+        struct bld_build *b = st->b;
+
+        if (e->empty) {
+                bld_config_add_history(st->config, b->created, created_by, true);
+        } else {
+                add_layer(st, e->digest, e->diff_id, e->size, e->media_type);
+                bld_config_add_diff_id(st->config, e->diff_id);
+                bld_config_add_history(st->config, b->created, created_by, false);
+                st->unsettled = true;
+        }
+        if (s)
+                s->cached = true;
+}
+
+/* The key of a step whose effect is known only from what it wrote (COPY, ADD, WORKDIR): its
+ * upper directory hashed as a tar without mtimes, so the files as they land (path, type,
+ * content, link target, mode, owner) are the input. Empty: no key. */
+static int result_key(struct bld_stage *st, const char *upper, const char *what, const char *created_by,
+                      char key[LAYER_DIGEST_SIZE], struct kiln_error **err)
+{
+        struct upper_result res = { 0 };
+        struct bld_key k;
+
+        key[0] = '\0';
+        if (!st->b->cache || !st->key[0])
+                return 0;
+        if (upper_layer(st, upper, true, &res, err) < 0)
+                return -1;
+        key_begin(st, &k, what);
+        bld_key_add(&k, created_by);
+        bld_key_add(&k, res.empty ? "empty" : res.desc.diff_id);
+        bld_key_final(&k, key);
+        return 0;
+}
+
+/* After a step that ran: its entry, and the stage's key moves on. */
+static void cache_record(struct bld_stage *st, const char *key, const struct bld_cache_entry *made,
+                         const char *created_by)
+{
+        if (!key[0]) {
+                st->key[0] = '\0';
+                return;
+        }
+        bld_cache_put(st->b, key, made, created_by);
+        memcpy(st->key, key, LAYER_DIGEST_SIZE);
+}
+
 static int from_image(struct bld_stage *st, const char *ref, const char *platform, struct kiln_error **err)
 {
         struct bld_build *b = st->b;
@@ -384,16 +541,20 @@ int bld_prefetch_images(struct bld_build *b, struct kiln_error **err)
         return 0;
 }
 
-static void from_stage(struct bld_stage *st, const struct bld_stage *base)
+static int from_stage(struct bld_stage *st, struct bld_stage *base, struct kiln_error **err)
 {
         size_t i;
 
+        if (settle_other(base, err) < 0)
+                return -1;
         st->config = json_deep_copy(base->config);
         for (i = 0; i < base->n_layers; i++)
                 add_layer(st, base->layers[i].digest, base->layers[i].diff_id, base->layers[i].size,
                           base->layers[i].media_type);
         for (i = 0; i < base->n_lowers; i++)
                 add_lower(st, base->lowers[i]);
+        memcpy(st->key, base->key, LAYER_DIGEST_SIZE);
+        return 0;
 }
 
 static int step_from(struct bld_stage *st, struct kiln_error **err)
@@ -409,7 +570,8 @@ static int step_from(struct bld_stage *st, struct kiln_error **err)
                 add_lower(st, b->empty_dir);
                 break;
         case DF_BASE_STAGE:
-                from_stage(st, &b->stages[gs->base_stage]);
+                if (from_stage(st, &b->stages[gs->base_stage], err) < 0)
+                        return -1;
                 break;
         case DF_BASE_IMAGE:
         case DF_BASE_LAYOUT: /* resolve_image() reads the layout */
@@ -428,6 +590,21 @@ static int step_from(struct bld_stage *st, struct kiln_error **err)
         if (json_is_array(triggers) && json_array_size(triggers) > 0)
                 st->triggers = json_incref(triggers);
         json_object_del(bld_config_run(st->config), "OnBuild");
+        /* The root key: the base stage's key, or the base's layers and config */
+        if (b->cache && (gs->base_kind != DF_BASE_STAGE || st->key[0])) {
+                struct bld_key k;
+                size_t i;
+                bld_key_init(&k, st->key, "FROM");
+                for (i = 0; i < st->n_layers; i++) {
+                        bld_key_add(&k, st->layers[i].digest);
+                        bld_key_add(&k, st->layers[i].diff_id);
+                }
+                bld_key_config(&k, st->config);
+                bld_key_add_json(&k, triggers);
+                bld_key_final(&k, st->key);
+        } else {
+                st->key[0] = '\0';
+        }
         return 0;
 }
 
@@ -574,9 +751,35 @@ static int step_run(struct bld_stage *st, struct bld_step *s, struct df_eval *ev
         struct sb_run run = { 0 };
         int status = 0;
 
+        char key[LAYER_DIGEST_SIZE] = "";
+        struct bld_cache_entry made;
+
         if (run_argv(st, in, &argv, err) < 0)
                 return -1;
         envp = run_env(ev);
+        /* RUN --mount reads what kiln does not key yet: not cached, nor anything after it */
+        if (b->cache && st->key[0] && in->run.n_mounts == 0) {
+                struct bld_key k;
+                size_t i;
+                key_begin(st, &k, "RUN");
+                for (i = 0; argv[i]; i++)
+                        bld_key_add(&k, argv[i]);
+                bld_key_add(&k, "--env");
+                for (i = 0; envp[i]; i++)
+                        bld_key_add(&k, envp[i]);
+                bld_key_add(&k, "--network");
+                bld_key_add(&k, in->run.network.text);
+                bld_key_add(&k, in->run.security.text);
+                bld_key_final(&k, key);
+                if (bld_cache_get(b, key, &made)) {
+                        history = run_history(argv);
+                        apply_hit(st, s, &made, history);
+                        memcpy(st->key, key, LAYER_DIGEST_SIZE);
+                        return 0;
+                }
+        }
+        if (!b->trees && !b->none && settle(st, err) < 0)
+                return -1;
         if (b->trees) {
                 if (bld_tree_begin(st, true, &run.root.dir, err) < 0)
                         return -1;
@@ -615,7 +818,35 @@ static int step_run(struct bld_stage *st, struct bld_step *s, struct df_eval *ev
         history = run_history(argv);
         if (b->trees)
                 return bld_tree_commit(st, history, err);
-        return b->none ? bld_none_commit(st, history, err) : commit(st, upper, history, err);
+        if (b->none)
+                return bld_none_commit(st, history, err);
+        if (commit_entry(st, upper, history, &made, err) < 0)
+                return -1;
+        if (b->cache)
+                cache_record(st, key, &made, history);
+        return 0;
+}
+
+/* COPY, ADD, WORKDIR after their work: keyed by what they wrote; a hit takes the cached
+ * layer (same files, earlier mtimes) so later steps' keys and lowers match it. */
+static int commit_cached(struct bld_stage *st, struct bld_step *s, const char *upper, const char *what,
+                         const char *history, struct kiln_error **err)
+{
+        char key[LAYER_DIGEST_SIZE];
+        struct bld_cache_entry made;
+
+        if (result_key(st, upper, what, history, key, err) < 0)
+                return -1;
+        if (key[0] && bld_cache_get(st->b, key, &made)) {
+                apply_hit(st, s, &made, history);
+                memcpy(st->key, key, LAYER_DIGEST_SIZE);
+                return 0;
+        }
+        if (commit_entry(st, upper, history, &made, err) < 0)
+                return -1;
+        if (st->b->cache)
+                cache_record(st, key, &made, history);
+        return 0;
 }
 
 /* ---- COPY, ADD, WORKDIR: work in the merged view, in the sandbox's namespaces ---- */
@@ -830,6 +1061,8 @@ static int copy_source(struct bld_stage *st, const struct df_instr *in, struct b
                         return 0;
                 }
                 if (e->stage != SIZE_MAX) {
+                        if (settle_other(&b->stages[e->stage], err) < 0)
+                                return -1;
                         *ret_lowers = lowers_top_first(&b->stages[e->stage]);
                         *ret_n = b->stages[e->stage].n_lowers;
                         return 0;
@@ -846,7 +1079,7 @@ static int copy_source(struct bld_stage *st, const struct df_instr *in, struct b
                               in->copy.from.text);
 }
 
-static int step_copy(struct bld_stage *st, const struct df_instr *in, struct kiln_error **err)
+static int step_copy(struct bld_stage *st, struct bld_step *s, const struct df_instr *in, struct kiln_error **err)
 {
         struct bld_build *b = st->b;
         const struct df_copy *c = &in->copy;
@@ -906,14 +1139,14 @@ static int step_copy(struct bld_stage *st, const struct df_instr *in, struct kil
                 r = bld_tree_commit(st, history, err);
                 goto out;
         }
-        if (step_dirs(st, &upper, &work, err) < 0)
+        if (settle(st, err) < 0 || step_dirs(st, &upper, &work, err) < 0)
                 goto out;
         lowers = lowers_top_first(st);
         root = (struct sb_rootfs){ .lowers = lowers, .n_lowers = st->n_lowers, .upper = upper, .work = work };
         if (sb_call(&root, &b->env, copy_in_sandbox, &j, err) < 0)
                 goto out;
         history = copy_history(in);
-        r = commit(st, upper, history, err);
+        r = commit_cached(st, s, upper, df_instr_name(in->kind), history, err);
 out:
         if (j.src_lowers)
                 free(j.src_lowers);
@@ -982,7 +1215,7 @@ static char *join_path(const char *base, const char *path)
         return xasprintf("%s%s%s", base, base[strlen(base) - 1] == '/' ? "" : "/", path);
 }
 
-static int step_workdir(struct bld_stage *st, const struct df_instr *in, struct kiln_error **err)
+static int step_workdir(struct bld_stage *st, struct bld_step *s, const struct df_instr *in, struct kiln_error **err)
 {
         struct bld_build *b = st->b;
         _cleanup_free_ char *path = join_path(bld_config_string(st->config, "WorkingDir"), in->text.word.text);
@@ -1005,14 +1238,14 @@ static int step_workdir(struct bld_stage *st, const struct df_instr *in, struct 
                 history = xasprintf("WORKDIR %s", path);
                 return bld_tree_commit(st, history, err);
         }
-        if (step_dirs(st, &upper, &work, err) < 0)
+        if (settle(st, err) < 0 || step_dirs(st, &upper, &work, err) < 0)
                 return -1;
         lowers = lowers_top_first(st);
         root = (struct sb_rootfs){ .lowers = lowers, .n_lowers = st->n_lowers, .upper = upper, .work = work };
         if (sb_call(&root, &b->env, mkdir_in_sandbox, &job, err) < 0)
                 return -1;
         history = xasprintf("WORKDIR %s", path);
-        return commit(st, upper, history, err);
+        return commit_cached(st, s, upper, "WORKDIR", history, err);
 }
 
 /* ---- the stage ---- */
@@ -1027,9 +1260,9 @@ static int step(struct bld_stage *st, struct bld_step *s, struct df_eval *ev, co
                 return step_run(st, s, ev, in, err);
         case DF_INSTR_COPY:
         case DF_INSTR_ADD:
-                return step_copy(st, in, err);
+                return step_copy(st, s, in, err);
         case DF_INSTR_WORKDIR:
-                return step_workdir(st, in, err);
+                return step_workdir(st, s, in, err);
         case DF_INSTR_ARG:
                 return 0; /* scoping only: df_eval has applied it, and its value is never kept */
         case DF_INSTR_ENV:
@@ -1114,6 +1347,8 @@ static int exec_instr(struct bld_stage *st, struct df_eval *ev, const struct df_
                 else
                         locate(st, in, err);
                 bld_step_error(&cur, *err, tail);
+        } else if (cur.cached) {
+                bld_step_cached(&cur);
         } else {
                 bld_step_done(&cur);
         }

@@ -1,0 +1,175 @@
+/*
+ * The local build cache: one small JSON entry per step key under the store's .kiln/cache/,
+ * naming the layer the step made. Keys chain: each step's key covers its parent's, so a
+ * changed input misses there and at every step after it. A stale hit is the worst bug a
+ * cache can have, so whatever is not understood is not cached (the chain breaks).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "builder/builder-internal.h"
+#include "builder/common/fd-util.h"
+#include "builder/common/xalloc.h"
+
+void bld_key_init(struct bld_key *k, const char *parent, const char *what)
+{
+        k->h = layer_sha256_new();
+        bld_key_add(k, "kiln-cache-v1");
+        bld_key_add(k, parent);
+        bld_key_add(k, what);
+}
+
+void bld_key_addn(struct bld_key *k, const void *data, size_t len)
+{
+        uint64_t n = len;
+
+        /* length-prefixed, so no two field lists hash alike */
+        layer_sha256_update(k->h, &n, sizeof(n));
+        layer_sha256_update(k->h, data, len);
+}
+
+void bld_key_add(struct bld_key *k, const char *s)
+{
+        if (!s) {
+                bld_key_addn(k, "\xff(null)", 7);
+                return;
+        }
+        bld_key_addn(k, s, strlen(s));
+}
+
+void bld_key_add_json(struct bld_key *k, json_t *j)
+{
+        char *s = json_dumps(j, JSON_SORT_KEYS | JSON_COMPACT | JSON_ENCODE_ANY);
+
+        bld_key_add(k, s ? s : "null");
+        free(s);
+}
+
+void bld_key_final(struct bld_key *k, char out[LAYER_DIGEST_SIZE])
+{
+        layer_sha256_final(k->h, out);
+        k->h = layer_sha256_free(k->h);
+}
+
+void bld_key_config(struct bld_key *k, json_t *config)
+{
+        json_t *c = json_deep_copy(config);
+
+        /* the history's timestamps say when, not what; the rest is what a step sees */
+        json_object_del(c, "history");
+        json_object_del(c, "created");
+        bld_key_add_json(k, c);
+        json_decref(c);
+}
+
+static char *entry_name(const char *key)
+{
+        return xasprintf("%s.json", key + strlen("sha256:"));
+}
+
+static int cache_dir(const struct bld_build *b, struct kiln_error **err)
+{
+        _cleanup_free_ char *kiln = xasprintf("%s/.kiln", layer_store_root(b->o->store));
+        _cleanup_free_ char *path = xasprintf("%s/cache", kiln);
+        int fd;
+
+        (void) mkdir(kiln, 0755);
+        if (mkdir(path, 0755) < 0 && errno != EEXIST)
+                return kiln_error_errno(err, KILN_ERR_IO, "make '%s'", path);
+        fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return kiln_error_errno(err, KILN_ERR_IO, "open '%s'", path);
+        return fd;
+}
+
+bool bld_cache_get(struct bld_build *b, const char *key, struct bld_cache_entry *ret)
+{
+        _cleanup_close_ int dfd = -1, fd = -1;
+        _cleanup_free_ char *name = NULL;
+        json_t *j;
+        json_error_t je;
+        const char *digest, *diff_id, *mt;
+        json_int_t size;
+        int empty = 0;
+        uint64_t have = 0;
+        bool ok = false;
+
+        if (!key || !*key || b->o->no_cache)
+                return false;
+        dfd = cache_dir(b, NULL);
+        if (dfd < 0)
+                return false;
+        name = entry_name(key);
+        fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return false;
+        j = json_loadfd(fd, 0, &je);
+        if (!j)
+                return false;
+        if (json_unpack(j, "{s:s, s:s, s:I, s:s, s:b}", "digest", &digest, "diff_id", &diff_id,
+                        "size", &size, "media_type", &mt, "empty_layer", &empty) < 0)
+                goto out;
+        *ret = (struct bld_cache_entry){ .empty = empty };
+        if (!empty) {
+                int bfd;
+                if (!layer_digest_valid(digest) || !layer_digest_valid(diff_id) || size < 0)
+                        goto out;
+                /* the blob must still be there, whole: prune or a user may have removed it */
+                bfd = layer_store_open_blob(b->o->store, digest, &have, NULL);
+                if (bfd < 0)
+                        goto out;
+                close(bfd);
+                if (have != (uint64_t) size)
+                        goto out;
+                snprintf(ret->digest, sizeof(ret->digest), "%s", digest);
+                snprintf(ret->diff_id, sizeof(ret->diff_id), "%s", diff_id);
+                ret->size = (uint64_t) size;
+                snprintf(ret->media_type, sizeof(ret->media_type), "%s", mt);
+        }
+        ok = true;
+out:
+        json_decref(j);
+        return ok;
+}
+
+static atomic_uint tmp_seq;
+
+void bld_cache_put(struct bld_build *b, const char *key, const struct bld_cache_entry *e,
+                   const char *created_by)
+{
+        _cleanup_close_ int dfd = -1;
+        _cleanup_free_ char *name = NULL, *tmp = NULL;
+        json_t *j;
+        int fd;
+
+        /* best effort: a cache that cannot be written only costs time */
+        if (!key || !*key)
+                return;
+        dfd = cache_dir(b, NULL);
+        if (dfd < 0)
+                return;
+        name = entry_name(key);
+        /* unique per process and per call: stages of one build may write at once */
+        tmp = xasprintf(".tmp-%s-%d-%u", name, (int) getpid(), atomic_fetch_add(&tmp_seq, 1));
+        j = json_pack("{s:s, s:s, s:I, s:s, s:b, s:s}", "digest", e->empty ? "" : e->digest,
+                      "diff_id", e->empty ? "" : e->diff_id, "size", (json_int_t) e->size,
+                      "media_type", e->empty ? "" : e->media_type, "empty_layer", e->empty,
+                      "created_by", created_by ? created_by : "");
+        if (!j)
+                return;
+        fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd >= 0) {
+                bool good =
+                        json_dumpfd(j, fd, JSON_SORT_KEYS | JSON_COMPACT) == 0 && fsync(fd) == 0;
+                close(fd);
+                if (!good || renameat(dfd, tmp, dfd, name) < 0)
+                        (void) unlinkat(dfd, tmp, 0);
+        }
+        json_decref(j);
+}

@@ -247,8 +247,15 @@ static int sys_openat2(int dfd, const char *path, int flags, uint64_t resolve)
                 .flags = (uint64_t) (flags | O_CLOEXEC),
                 .resolve = resolve,
         };
+        unsigned tries = 0;
+        long fd;
 
-        return (int) syscall(SYS_openat2, dfd, path, &how, sizeof(how));
+        /* EAGAIN: a mount or rename elsewhere raced with a scoped lookup; the kernel asks for a
+         * retry (kiln_openat2_in_root does the same) */
+        while ((fd = syscall(SYS_openat2, dfd, path, &how, sizeof(how))) < 0 &&
+               (errno == EAGAIN || errno == EINTR) && ++tries <= 64)
+                ;
+        return (int) fd;
 }
 
 /*

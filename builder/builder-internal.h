@@ -128,6 +128,14 @@ int sb_call(const struct sb_rootfs *root, const struct sb_env *env,
 int sb_unshare(const struct sb_env *env, int (*fn)(void *ctx, int rootfd, struct kiln_error **err),
                void *ctx, struct kiln_error **err);
 
+/**
+ * As sb_unshare(), for work whose result the caller needs: `size` bytes at `result` are shared
+ * with the child, which finds them at fn's `result` (holding what the caller put there) and
+ * whose writes are copied back to `result` when it ends, on success or failure.
+ */
+int sb_unshare_into(const struct sb_env *env, int (*fn)(void *ctx, void *result, struct kiln_error **err),
+                    void *ctx, void *result, size_t size, struct kiln_error **err);
+
 /** What this machine allows, with the reason in `why` ("running as root", "unprivileged user
  * namespaces are disabled: /proc/sys/user/max_user_namespaces is 0"); overlay is tried in
  * $TMPDIR and must work. */

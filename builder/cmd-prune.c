@@ -3,7 +3,6 @@
  * build with /etc/subuid ranges leaves unpacked root filesystems owned by subordinate ids: then
  * the prune runs inside the same user namespace, where those files are removable.
  */
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "builder/builder-internal.h"
@@ -30,16 +29,9 @@ static int prune_option(void *state, int opt, const char *arg, struct kiln_error
         return CLI_USAGE;
 }
 
-struct prune_job {
-        struct layer_store *store;
-        struct layer_prune_stats *stats; /* shared with the child */
-};
-
-static int prune_in_userns(void *ctx, int unused, struct kiln_error **err)
+static int prune_in_userns(void *ctx, void *result, struct kiln_error **err)
 {
-        struct prune_job *j = ctx;
-
-        return layer_store_prune(j->store, j->stats, err);
+        return layer_store_prune(ctx, result, err);
 }
 
 /* Whether the store may hold files of subordinate ids: prune them from inside the namespace. */
@@ -47,27 +39,13 @@ static int prune(struct layer_store *store, struct layer_prune_stats *ret, struc
 {
         struct sb_idmap *u = NULL, *g = NULL;
         size_t nu = 0, ng = 0;
-        struct layer_prune_stats *shared;
-        struct prune_job j = { .store = store };
         int r;
 
         if (geteuid() != 0)
                 sb_subid_maps(&u, &nu, &g, &ng);
         if (nu == 0 || ng == 0) {
-                free(u);
-                free(g);
-                return layer_store_prune(store, ret, err);
-        }
-        shared = mmap(NULL, sizeof(*shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
-                      0);
-        if (shared == MAP_FAILED) {
-                free(u);
-                free(g);
-                return kiln_error_errno(err, KILN_ERR_IO, "prune: mmap");
-        }
-        *shared = (struct layer_prune_stats){ 0 };
-        j.stats = shared;
-        {
+                r = layer_store_prune(store, ret, err);
+        } else {
                 struct sb_env env = {
                         .isolation = SB_ISOLATION_USERNS,
                         .uid_map = u,
@@ -75,10 +53,9 @@ static int prune(struct layer_store *store, struct layer_prune_stats *ret, struc
                         .gid_map = g,
                         .n_gid_map = ng,
                 };
-                r = sb_unshare(&env, prune_in_userns, &j, err);
+                *ret = (struct layer_prune_stats){ 0 };
+                r = sb_unshare_into(&env, prune_in_userns, store, ret, sizeof(*ret), err);
         }
-        *ret = *shared;
-        munmap(shared, sizeof(*shared));
         free(u);
         free(g);
         return r;

@@ -73,6 +73,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -1765,6 +1766,36 @@ int sb_unshare(const struct sb_env *env, int (*fn)(void *ctx, int rootfd, struct
         if (spawn(&c, &o, err) < 0)
                 return -1;
         return finish(&c, &o, NULL, err);
+}
+
+/* sb_unshare_into(): the caller's function and where its result goes in the child. */
+struct shared_call {
+        int (*fn)(void *ctx, void *result, struct kiln_error **err);
+        void *ctx;
+        void *result; /* shared with the caller */
+};
+
+static int call_with_result(void *ctx, int unused, struct kiln_error **err)
+{
+        struct shared_call *c = ctx;
+
+        return c->fn(c->ctx, c->result, err);
+}
+
+int sb_unshare_into(const struct sb_env *env, int (*fn)(void *ctx, void *result, struct kiln_error **err),
+                    void *ctx, void *result, size_t size, struct kiln_error **err)
+{
+        struct shared_call c = { .fn = fn, .ctx = ctx };
+        int r;
+
+        c.result = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (c.result == MAP_FAILED)
+                return kiln_error_errno(err, KILN_ERR_IO, "sandbox: map a result");
+        memcpy(c.result, result, size);
+        r = sb_unshare(env, call_with_result, &c, err);
+        memcpy(result, c.result, size);
+        munmap(c.result, size);
+        return r;
 }
 
 /* ------------------------------------------------------------------------------------ */

@@ -23,7 +23,6 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -49,27 +48,33 @@ struct tree_job {
         struct tree_result *res;
 };
 
+/* in_namespace(): the step to run in the child, on the job whose result is shared. */
+struct ns_call {
+        struct tree_job *j;
+        int (*fn)(void *ctx, int rootfd, struct kiln_error **err);
+};
+
+static int call_in_namespace(void *ctx, void *result, struct kiln_error **err)
+{
+        struct ns_call *c = ctx;
+
+        c->j->res = result; /* the child's copy of the job: the caller's stays local */
+        return c->fn(c->j, -1, err);
+}
+
 /* Runs fn in the build's user namespace (as root there), or here without one; `always`: in a
- * child in every case (umask 022, as the sandbox's). */
+ * child in every case (umask 022, as the sandbox's). j->res gets what fn wrote either way. */
 static int in_namespace(struct tree_job *j, bool always,
                         int (*fn)(void *ctx, int rootfd, struct kiln_error **err),
                         struct kiln_error **err)
 {
         struct bld_build *b = j->st->b;
-        struct tree_result *shared;
-        int r;
+        struct ns_call c = { .j = j, .fn = fn };
 
         j->map_owners = b->isolation != SB_ISOLATION_USERNS && !always;
         if (!always && b->isolation != SB_ISOLATION_USERNS)
                 return fn(j, -1, err);
-        shared = mmap(NULL, sizeof(*shared), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
-                      0);
-        if (shared == MAP_FAILED)
-                return kiln_error_errno(err, KILN_ERR_IO, "mmap");
-        *shared = *j->res;
-        j->res = shared;
-        r = sb_unshare(&b->env, fn, j, err);
-        return r;
+        return sb_unshare_into(&b->env, call_in_namespace, &c, j->res, sizeof(*j->res), err);
 }
 
 static void job_init(struct tree_job *j, struct bld_stage *st, struct tree_result *res)
@@ -79,15 +84,6 @@ static void job_init(struct tree_job *j, struct bld_stage *st, struct tree_resul
         snprintf(j->snap, sizeof(j->snap), "tree-%zu.snap", st->index);
 }
 
-/* Copies a shared result back and unmaps it. */
-static void job_finish(struct tree_job *j, struct tree_result *local)
-{
-        if (j->res != local) {
-                *local = *j->res;
-                munmap(j->res, sizeof(*j->res));
-                j->res = local;
-        }
-}
 
 static int tree_open(const struct tree_job *j, struct kiln_error **err)
 {
@@ -147,7 +143,6 @@ static int make_tree(struct bld_stage *st, struct kiln_error **err)
                 j.xo.record_owner = b->isolation != SB_ISOLATION_ROOT;
                 r = extract_layers(&j, -1, err);
         }
-        job_finish(&j, &local);
         if (r < 0)
                 return kiln_error_wrap(err, "make the stage's root filesystem");
         st->tree = xasprintf("%s/%s", b->scratch_path, j.name);
@@ -218,7 +213,6 @@ int bld_tree_begin(struct bld_stage *st, bool run, const char **ret_dir, struct 
         if (run && !st->stubs_made) {
                 job_init(&j, st, &local);
                 r = in_namespace(&j, true, tree_make_stubs, err);
-                job_finish(&j, &local);
                 if (r < 0)
                         return -1;
                 memcpy(st->stubs, local.stubs, sizeof(st->stubs));
@@ -226,7 +220,6 @@ int bld_tree_begin(struct bld_stage *st, bool run, const char **ret_dir, struct 
         }
         job_init(&j, st, &local);
         r = in_namespace(&j, false, take_snapshot, err);
-        job_finish(&j, &local);
         if (r < 0)
                 return kiln_error_wrap(err, "snapshot the stage's root filesystem");
         *ret_dir = st->tree;
@@ -243,7 +236,6 @@ int bld_tree_commit(struct bld_stage *st, const char *created_by, struct kiln_er
         job_init(&j, st, &local);
         j.created_by = created_by;
         r = in_namespace(&j, false, write_layer, err);
-        job_finish(&j, &local);
         if (r < 0)
                 return -1;
         if (local.empty) {
@@ -280,7 +272,6 @@ int bld_tree_stage_done(struct bld_stage *st, struct kiln_error **err)
         job_init(&j, st, &local);
         if (st->stubs_made) {
                 r = in_namespace(&j, false, tree_remove_stubs, err);
-                job_finish(&j, &local);
                 if (r < 0)
                         return -1;
                 st->stubs_made = false;

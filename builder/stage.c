@@ -10,7 +10,6 @@
 #include <linux/mount.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -104,16 +103,17 @@ static const char *media_type_of(const struct bld_build *b)
         return layer_media_type(b->o->compression, b->o->docker);
 }
 
-/* Writing an upper directory's layer; `result` may be shared with the parent. */
+/* Writing an upper directory's layer. */
 struct upper_job {
         struct bld_build *b;
         const char *upper;
         bool map_owners; /* outside the namespace: stat shows outside ids */
         bool fingerprint; /* only hash the changes as a plain tar with every mtime 0 */
-        struct upper_result {
-                bool empty;
-                struct layer_desc desc;
-        } *result;
+};
+
+struct upper_result {
+        bool empty;
+        struct layer_desc desc;
 };
 
 int bld_write_layer(struct bld_build *b, struct layer_changes *changes, bool map_owners, bool *ret_empty,
@@ -149,9 +149,10 @@ static int discard(void *ctx, const void *data, size_t len, struct kiln_error **
         return 0;
 }
 
-static int write_upper(void *ctx, int unused, struct kiln_error **err)
+static int write_upper(void *ctx, void *result, struct kiln_error **err)
 {
         struct upper_job *j = ctx;
+        struct upper_result *res = result;
         struct bld_build *b = j->b;
         struct layer_changes changes = LAYER_CHANGES_INIT;
         _cleanup_close_ int fd = open(j->upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -164,16 +165,16 @@ static int write_upper(void *ctx, int unused, struct kiln_error **err)
         if (j->fingerprint) {
                 struct layer_write_opts wo = LAYER_WRITE_OPTS_DEFAULT;
                 struct layer_sink sink = { .write = discard, .ctx = NULL };
-                j->result->empty = changes.n == 0;
+                res->empty = changes.n == 0;
                 if (j->map_owners)
                         bld_map_owners(b, &changes);
                 wo.compression = LAYER_COMPRESSION_NONE;
                 wo.source_date_epoch = 0; /* what lands, not when it was touched */
-                r = changes.n ? layer_write(&changes, &wo, &sink, &j->result->desc, err) : 0;
+                r = changes.n ? layer_write(&changes, &wo, &sink, &res->desc, err) : 0;
                 layer_changes_release(&changes);
                 return r;
         }
-        r = bld_write_layer(b, &changes, j->map_owners, &j->result->empty, &j->result->desc, err);
+        r = bld_write_layer(b, &changes, j->map_owners, &res->empty, &res->desc, err);
         layer_changes_release(&changes);
         return r;
 }
@@ -188,27 +189,18 @@ static int upper_layer(struct bld_stage *st, const char *upper, bool fingerprint
                        struct kiln_error **err)
 {
         struct bld_build *b = st->b;
-        struct upper_result local = { 0 }, *res = &local;
-        struct upper_job j = {
-                .b = b, .upper = upper, .map_owners = true, .fingerprint = fingerprint, .result = &local
-        };
+        struct upper_result res = { 0 };
+        struct upper_job j = { .b = b, .upper = upper, .map_owners = true, .fingerprint = fingerprint };
         int r;
 
         if (b->isolation == SB_ISOLATION_USERNS) {
-                res = mmap(NULL, sizeof(*res), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-                if (res == MAP_FAILED)
-                        return kiln_error_errno(err, KILN_ERR_IO, "commit: mmap");
-                *res = (struct upper_result){ 0 };
-                j.result = res;
                 j.map_owners = false;
-                r = sb_unshare(&b->env, write_upper, &j, err);
+                r = sb_unshare_into(&b->env, write_upper, &j, &res, sizeof(res), err);
         } else {
-                r = write_upper(&j, -1, err);
+                r = write_upper(&j, &res, err);
         }
         if (r == 0)
-                *ret = *res;
-        if (res != &local)
-                munmap(res, sizeof(*res));
+                *ret = res;
         return r;
 }
 

@@ -87,16 +87,5 @@ int cli_parse_compression(const char *arg, enum layer_compression *ret, struct k
 
 int cli_write_file(const char *path, const char *text, struct kiln_error **err)
 {
-        _cleanup_free_ char *tmp = xasprintf("%s.kiln-tmp", path);
-        _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-
-        if (fd < 0)
-                return kiln_error_errno(err, KILN_ERR_IO, "create '%s'", tmp);
-        if (kiln_write_all(fd, text, strlen(text), err) < 0 || rename(tmp, path) < 0) {
-                int saved = errno;
-                unlink(tmp);
-                errno = saved;
-                return kiln_error_errno(err, KILN_ERR_IO, "write '%s'", path);
-        }
-        return 0;
+        return kiln_write_file_atomic_at(AT_FDCWD, path, text, strlen(text), err);
 }

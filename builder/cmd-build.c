@@ -277,32 +277,35 @@ struct printer {
 
 static void print_line(struct printer *p, const char *fmt, ...) _printf_(2, 3);
 static void print_info(struct printer *p, const char *fmt, ...) _printf_(2, 3);
+static void vprint(struct printer *p, const char *fmt, va_list ap) _printf_(2, 0);
+
+static void vprint(struct printer *p, const char *fmt, va_list ap)
+{
+        _cleanup_free_ char *line = xvasprintf(fmt, ap);
+
+        if (p->ctx->progress)
+                p->ctx->progress(line);
+}
 
 static void print_line(struct printer *p, const char *fmt, ...)
 {
-        _cleanup_free_ char *line = NULL;
         va_list ap;
 
         va_start(ap, fmt);
-        line = xvasprintf(fmt, ap);
+        vprint(p, fmt, ap);
         va_end(ap);
-        if (p->ctx->progress)
-                p->ctx->progress(line);
 }
 
 /* A "# ..." progress note: not with --progress quiet */
 static void print_info(struct printer *p, const char *fmt, ...)
 {
-        _cleanup_free_ char *line = NULL;
         va_list ap;
 
         if (p->quiet)
                 return;
         va_start(ap, fmt);
-        line = xvasprintf(fmt, ap);
+        vprint(p, fmt, ap);
         va_end(ap);
-        if (p->ctx->progress)
-                p->ctx->progress(line);
 }
 
 /* The instruction on one line: continuation newlines become spaces. */

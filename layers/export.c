@@ -69,27 +69,6 @@ static int put_dir(struct exporter *x, const char *name, struct kiln_error **err
         return 0;
 }
 
-static int write_atomic_at(int dirfd, const char *name, const char *data, size_t len,
-                           struct kiln_error **err)
-{
-        _cleanup_free_ char *tmp = xasprintf(".tmp-%s", name);
-        _cleanup_close_ int fd =
-                openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
-
-        if (fd < 0)
-                return kiln_error_errno(err, KILN_ERR_IO, "export: create '%s'", tmp);
-        if (kiln_write_all(fd, data, len, err) < 0) {
-                (void) unlinkat(dirfd, tmp, 0);
-                return -1;
-        }
-        if (fsync(fd) < 0 || renameat(dirfd, tmp, dirfd, name) < 0) {
-                kiln_error_errno(err, KILN_ERR_IO, "export: write '%s'", name);
-                (void) unlinkat(dirfd, tmp, 0);
-                return -1;
-        }
-        return 0;
-}
-
 /* Writes a small file whole: a directory entry is replaced by rename, so readers never see
  * half of it. */
 static int put_data(struct exporter *x, const char *name, const char *data, size_t len,
@@ -102,7 +81,7 @@ static int put_data(struct exporter *x, const char *name, const char *data, size
                         return tar_error(x, name, err);
                 return 0;
         }
-        return write_atomic_at(x->dirfd, name, data, len, err);
+        return kiln_write_file_atomic_at(x->dirfd, name, data, len, err);
 }
 
 /* Streams a blob from the store, checking that its size is what the manifest says. */

@@ -103,6 +103,26 @@ int kiln_read_file_in_root(int rootfd, const char *path, size_t max, char **ret_
         return read_opened(fd, path, max, ret_data, ret_len, err);
 }
 
+int kiln_write_file_atomic_at(int dirfd, const char *path, const void *data, size_t len,
+                              struct kiln_error **err)
+{
+        _cleanup_free_ char *tmp = xasprintf("%s.kiln-tmp", path);
+        _cleanup_close_ int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+
+        if (fd < 0)
+                return kiln_error_errno(err, KILN_ERR_IO, "create '%s'", tmp);
+        if (kiln_write_all(fd, data, len, err) < 0) {
+                (void) unlinkat(dirfd, tmp, 0);
+                return kiln_error_wrap(err, "'%s'", path);
+        }
+        if (fsync(fd) < 0 || renameat(dirfd, tmp, dirfd, path) < 0) {
+                kiln_error_errno(err, KILN_ERR_IO, "write '%s'", path);
+                (void) unlinkat(dirfd, tmp, 0);
+                return -1;
+        }
+        return 0;
+}
+
 int kiln_write_all(int fd, const void *data, size_t len, struct kiln_error **err)
 {
         const char *p = data;

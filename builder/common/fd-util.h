@@ -36,3 +36,9 @@ int kiln_read_file_in_root(int rootfd, const char *path, size_t max, char **ret_
 
 /** Writes all bytes, retrying on short writes and EINTR. */
 int kiln_write_all(int fd, const void *data, size_t len, struct kiln_error **err);
+
+/** Replaces the file `path` (relative to `dirfd`, or AT_FDCWD) with `data`, mode 0644: written
+ * to "PATH.kiln-tmp" beside it, fsync'd and renamed over it, so a reader never sees half of
+ * it. IO errors name `path`; the temporary file is removed on failure. */
+int kiln_write_file_atomic_at(int dirfd, const char *path, const void *data, size_t len,
+                              struct kiln_error **err);

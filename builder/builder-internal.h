@@ -528,20 +528,30 @@ int bld_isolation_auto(const char *dir, enum sb_isolation *ret, char **ret_why, 
 /* The local build cache (builder/cache.c)                                                */
 /* ------------------------------------------------------------------------------------ */
 
-/* A step key being computed: sha256 over length-prefixed fields. */
+/* A step key being computed: sha256 over length-prefixed named fields. The fields are kept
+ * too (name -> value), so a miss can be explained against the inputs of an earlier build.
+ * Field names: "parent" (the previous step's key), "step" (its kind), "image.<key>" and
+ * "config.<Key>" (the image config it sees, one field per setting), "build" (how layers are
+ * written), and per kind: RUN "argv", "env.<NAME>", "network", "security"; FROM "base.layers",
+ * "base.onbuild"; COPY/ADD "files" or one "file:<path>" per source file. */
 struct bld_key {
         struct layer_sha256 *h;
+        json_t *fields;
 };
 
 /** Starts a key from its parent's key and what kind of step it is. */
 void bld_key_init(struct bld_key *k, const char *parent, const char *what);
-void bld_key_add(struct bld_key *k, const char *s);
-void bld_key_addn(struct bld_key *k, const void *data, size_t len);
+/** Adds one named input. Names are unique within a key. */
+void bld_key_field(struct bld_key *k, const char *name, const char *value);
 /** A JSON value, canonically (sorted keys, compact). */
-void bld_key_add_json(struct bld_key *k, json_t *j);
-/** An image config without its history and creation time. */
+void bld_key_field_json(struct bld_key *k, const char *name, json_t *j);
+/** Raw bytes into the digest, unnamed (a separator); prefer bld_key_field(). */
+void bld_key_addn(struct bld_key *k, const void *data, size_t len);
+/** An image config without its history and creation time, one field per setting. */
 void bld_key_config(struct bld_key *k, json_t *config);
+/** The key; the fields stay until bld_key_release(). */
 void bld_key_final(struct bld_key *k, char out[LAYER_DIGEST_SIZE]);
+void bld_key_release(struct bld_key *k);
 
 /* What a cached step made. */
 struct bld_cache_entry {

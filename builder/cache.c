@@ -20,9 +20,10 @@
 void bld_key_init(struct bld_key *k, const char *parent, const char *what)
 {
         k->h = layer_sha256_new();
-        bld_key_add(k, "kiln-cache-v1");
-        bld_key_add(k, parent);
-        bld_key_add(k, what);
+        k->fields = json_object();
+        bld_key_addn(k, "kiln-cache-v2", strlen("kiln-cache-v2"));
+        bld_key_field(k, "parent", parent ? parent : "");
+        bld_key_field(k, "step", what);
 }
 
 void bld_key_addn(struct bld_key *k, const void *data, size_t len)
@@ -34,27 +35,47 @@ void bld_key_addn(struct bld_key *k, const void *data, size_t len)
         layer_sha256_update(k->h, data, len);
 }
 
-void bld_key_add(struct bld_key *k, const char *s)
+void bld_key_field(struct bld_key *k, const char *name, const char *value)
 {
-        if (!s) {
-                bld_key_addn(k, "\xff(null)", 7);
-                return;
-        }
-        bld_key_addn(k, s, strlen(s));
+        if (!value)
+                value = "\xff(null)";
+        bld_key_addn(k, name, strlen(name));
+        bld_key_addn(k, value, strlen(value));
+        json_object_set_new(k->fields, name, json_string(value));
 }
 
-void bld_key_add_json(struct bld_key *k, json_t *j)
+void bld_key_field_json(struct bld_key *k, const char *name, json_t *j)
 {
         char *s = json_dumps(j, JSON_SORT_KEYS | JSON_COMPACT | JSON_ENCODE_ANY);
 
-        bld_key_add(k, s ? s : "null");
+        bld_key_field(k, name, s ? s : "null");
         free(s);
 }
 
-void bld_key_final(struct bld_key *k, char out[LAYER_DIGEST_SIZE])
+static int cmp_str(const void *a, const void *b)
 {
-        layer_sha256_final(k->h, out);
-        k->h = layer_sha256_free(k->h);
+        return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+/* Each member of `obj` as a field "<prefix><name>", in name order. */
+static void fields_of(struct bld_key *k, const char *prefix, json_t *obj, const char *skip_object)
+{
+        const char *name;
+        json_t *v;
+        size_t n = 0, i;
+        _cleanup_free_ const char **names = xcalloc(json_object_size(obj) + 1, sizeof(*names));
+
+        json_object_foreach (obj, name, v)
+                names[n++] = name;
+        qsort(names, n, sizeof(*names), cmp_str);
+        for (i = 0; i < n; i++) {
+                _cleanup_free_ char *field = xasprintf("%s%s", prefix, names[i]);
+                v = json_object_get(obj, names[i]);
+                if (skip_object && strcmp(names[i], skip_object) == 0 && json_is_object(v))
+                        fields_of(k, "config.", v, NULL);
+                else
+                        bld_key_field_json(k, field, v);
+        }
 }
 
 void bld_key_config(struct bld_key *k, json_t *config)
@@ -64,8 +85,23 @@ void bld_key_config(struct bld_key *k, json_t *config)
         /* the history's timestamps say when, not what; the rest is what a step sees */
         json_object_del(c, "history");
         json_object_del(c, "created");
-        bld_key_add_json(k, c);
+        /* one field per setting, so a miss can name the one that changed */
+        fields_of(k, "image.", c, "config");
         json_decref(c);
+}
+
+void bld_key_final(struct bld_key *k, char out[LAYER_DIGEST_SIZE])
+{
+        layer_sha256_final(k->h, out);
+        k->h = layer_sha256_free(k->h);
+}
+
+void bld_key_release(struct bld_key *k)
+{
+        if (k->h)
+                k->h = layer_sha256_free(k->h);
+        json_decref(k->fields);
+        k->fields = NULL;
 }
 
 static char *entry_name(const char *key)

@@ -380,7 +380,7 @@ static void key_begin(struct bld_stage *st, struct bld_key *k, const char *what)
         snprintf(buf, sizeof(buf), "epoch=%lld compression=%d docker=%d isolation=%d ranges=%d network=%d",
                  (long long) b->o->source_date_epoch, (int) b->o->compression, (int) b->o->docker,
                  (int) b->isolation, (int) bld_build_has_ranges(b), (int) b->env.network);
-        bld_key_add(k, buf);
+        bld_key_field(k, "build", buf);
 }
 
 /* A cached layer was added: the stage's lower directories are one root filesystem of its
@@ -459,9 +459,10 @@ static int result_key(struct bld_stage *st, const char *upper, const char *what,
         if (upper_layer(st, upper, true, &res, err) < 0)
                 return -1;
         key_begin(st, &k, what);
-        bld_key_add(&k, created_by);
-        bld_key_add(&k, res.empty ? "empty" : res.desc.diff_id);
+        bld_key_field(&k, "instruction", created_by);
+        bld_key_field(&k, "files", res.empty ? "empty" : res.desc.diff_id);
         bld_key_final(&k, key);
+        bld_key_release(&k);
         return 0;
 }
 
@@ -585,15 +586,17 @@ static int step_from(struct bld_stage *st, struct kiln_error **err)
         /* The root key: the base stage's key, or the base's layers and config */
         if (b->cache && (gs->base_kind != DF_BASE_STAGE || st->key[0])) {
                 struct bld_key k;
+                _cleanup_buf_ struct kiln_buf layers = KILN_BUF_INIT;
                 size_t i;
                 bld_key_init(&k, st->key, "FROM");
-                for (i = 0; i < st->n_layers; i++) {
-                        bld_key_add(&k, st->layers[i].digest);
-                        bld_key_add(&k, st->layers[i].diff_id);
-                }
+                for (i = 0; i < st->n_layers; i++)
+                        kiln_buf_addf(&layers, NULL, "%s%s %s", i ? "," : "", st->layers[i].digest,
+                                      st->layers[i].diff_id);
+                bld_key_field(&k, "base.layers", layers.buf);
                 bld_key_config(&k, st->config);
-                bld_key_add_json(&k, triggers);
+                bld_key_field_json(&k, "base.onbuild", triggers);
                 bld_key_final(&k, st->key);
+                bld_key_release(&k);
         } else {
                 st->key[0] = '\0';
         }
@@ -752,17 +755,24 @@ static int step_run(struct bld_stage *st, struct bld_step *s, struct df_eval *ev
         /* RUN --mount reads what kiln does not key yet: not cached, nor anything after it */
         if (b->cache && st->key[0] && in->run.n_mounts == 0) {
                 struct bld_key k;
+                json_t *args = json_array();
                 size_t i;
                 key_begin(st, &k, "RUN");
                 for (i = 0; argv[i]; i++)
-                        bld_key_add(&k, argv[i]);
-                bld_key_add(&k, "--env");
-                for (i = 0; envp[i]; i++)
-                        bld_key_add(&k, envp[i]);
-                bld_key_add(&k, "--network");
-                bld_key_add(&k, in->run.network.text);
-                bld_key_add(&k, in->run.security.text);
+                        json_array_append_new(args, json_string(argv[i]));
+                bld_key_field_json(&k, "argv", args);
+                json_decref(args);
+                for (i = 0; envp[i]; i++) {
+                        const char *eq = strchr(envp[i], '=');
+                        _cleanup_free_ char *name =
+                                xasprintf("env.%.*s", (int) (eq ? eq - envp[i] : (ptrdiff_t) strlen(envp[i])),
+                                          envp[i]);
+                        bld_key_field(&k, name, eq ? eq + 1 : "");
+                }
+                bld_key_field(&k, "network", in->run.network.text);
+                bld_key_field(&k, "security", in->run.security.text);
                 bld_key_final(&k, key);
+                bld_key_release(&k);
                 if (bld_cache_get(b, key, &made)) {
                         history = run_history(argv);
                         apply_hit(st, s, &made, history);

@@ -378,6 +378,7 @@ struct bld_layer {
 
 struct bld_build;
 struct bld_none;
+struct bld_cache_entry;
 
 struct bld_stage {
         struct bld_build *b;
@@ -514,7 +515,11 @@ int bld_tree_begin(struct bld_stage *st, bool run, const char **ret_dir, struct 
 
 /** After a step: what changed in the tree since bld_tree_begin() (with the ancestors an
  * overlay upper would hold) as the step's layer; nothing: an empty history entry. */
-int bld_tree_commit(struct bld_stage *st, const char *created_by, struct kiln_error **err);
+int bld_tree_commit(struct bld_stage *st, const char *created_by, struct bld_cache_entry *made,
+                    struct kiln_error **err);
+/** A cached layer added to the stage: applied to its tree when it has one (whiteouts
+ * included), else nothing (the tree is made from all the stage's layers when needed). */
+int bld_tree_apply(struct bld_stage *st, const struct bld_layer *layer, struct kiln_error **err);
 
 /** After a stage: its stubs removed; its tree made when a later stage copies from it. */
 int bld_tree_stage_done(struct bld_stage *st, struct kiln_error **err);

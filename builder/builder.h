@@ -129,6 +129,7 @@ struct bld_build_opts {
         bool docker;                     /* Docker schema2 media types instead of OCI */
         bool pull;                       /* pull base images even when the store has them */
         bool no_cache;                   /* run every step (entries are still written) */
+        const bool *no_cache_stages;     /* per graph stage: run its every step; may be NULL */
         unsigned jobs;                   /* stages built at once; 0: the number of CPUs */
         int64_t source_date_epoch;       /* -1: none */
         /** Called for every event, one at a time (never concurrently). */

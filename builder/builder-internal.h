@@ -586,7 +586,8 @@ struct bld_cache_gc {
         bool check_only; /* fsck: remove nothing */
         bool all;        /* prune --cache: every entry goes */
         /* prune --cache --keep-storage: the least recently used entries go until the blobs
-         * only entries keep total at most this; -1: no limit */
+         * only entries keep total at most this (one whose blob an image keeps frees nothing
+         * and stays); -1: no limit */
         int64_t keep_storage;
         /* results */
         uint64_t entries_removed, entries_kept;

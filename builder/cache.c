@@ -370,11 +370,12 @@ int bld_cache_gc_mark(struct layer_store *store, struct layer_gc *gc, void *ctx,
                 }
         }
 
-        /* least recently used first, until what only the cache keeps fits */
+        /* least recently used first, until what only the cache keeps fits; an entry whose
+         * blob an image keeps (or that has none) frees nothing and stays */
         if (o->keep_storage >= 0) {
                 qsort(v, n, sizeof(*v), cmp_used); /* by_digest is stale from here on */
                 for (i = 0; i < n && total > (uint64_t) o->keep_storage; i++) {
-                        if (v[i].removed)
+                        if (v[i].removed || v[i].blob == SIZE_MAX)
                                 continue;
                         gc_remove(o, dfd, &v[i]);
                         if (v[i].blob != SIZE_MAX && --refs[v[i].blob] == 0)

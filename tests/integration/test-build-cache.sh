@@ -226,8 +226,12 @@ check "  A's stamp" [ "$(stamp)" = "$S_A" ]
 check "  B misses after the shared COPY" b --build-arg USED=B
 check "  1 hit" hits 1
 check "  B's RUN ran again" [ "$(stamp)" != "$S_B" ]
-check "--keep-storage 0: what images use stays cached" run 0 "$KILN" prune --cache --keep-storage 0
-check "  a rebuild of the named image hits" b --build-arg USED=B
+# B is named; A, unnamed, used last: B's entries are the older ones, yet free nothing
+check "  A again, unnamed" bash -c '"$1" build --progress quiet --build-arg USED=A "$2" >"$3/a.id" 2>/dev/null &&
+        "$1" rmi "$(cat "$3/a.id")" >/dev/null' _ "$KILN" "$C" "$WORK"
+check "--keep-storage 0: what only the cache keeps goes" run 0 "$KILN" prune --cache --keep-storage 0
+check "  A's two RUN entries" grep -q '^removed 2 cache entries' "$WORK/out"
+check "  the named image's entries stay, though older" b --build-arg USED=B
 check "  3 hits" hits 3
 for size in 1kB 2KiB 1g 3MB 4096 10b; do
         check "--keep-storage $size is a size" run 0 "$KILN" prune --cache --keep-storage "$size"

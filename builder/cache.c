@@ -320,10 +320,17 @@ int bld_cache_gc_mark(struct layer_store *store, struct layer_gc *gc, void *ctx,
                 if (dfd < 0)
                         return kiln_error_errno(err, KILN_ERR_IO, "open '%s'", path);
         }
-        d = fdopendir(fcntl(dfd, F_DUPFD_CLOEXEC, 3));
-        if (!d)
-                return kiln_error_errno(err, KILN_ERR_IO, "list '%s/.kiln/cache'",
-                                        layer_store_root(store));
+        {
+                int lfd = fcntl(dfd, F_DUPFD_CLOEXEC, 3);
+                d = lfd >= 0 ? fdopendir(lfd) : NULL;
+                if (!d) {
+                        kiln_error_errno(err, KILN_ERR_IO, "list '%s/.kiln/cache'",
+                                         layer_store_root(store));
+                        if (lfd >= 0)
+                                close(lfd);
+                        return -1;
+                }
+        }
         while ((de = readdir(d))) {
                 size_t len = strlen(de->d_name);
                 struct stat st;
@@ -378,7 +385,7 @@ int bld_cache_gc_mark(struct layer_store *store, struct layer_gc *gc, void *ctx,
                         if (v[i].removed || v[i].blob == SIZE_MAX)
                                 continue;
                         gc_remove(o, dfd, &v[i]);
-                        if (v[i].blob != SIZE_MAX && --refs[v[i].blob] == 0)
+                        if (--refs[v[i].blob] == 0)
                                 total -= v[i].size;
                 }
         }

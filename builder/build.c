@@ -291,7 +291,10 @@ static int store_image(struct bld_build *b, struct bld_stage *st, struct bld_bui
         uint64_t config_size;
         size_t i;
 
-        bld_config_set_created(st->config, b->created);
+        if (b->o->source_date_epoch >= 0)
+                bld_config_set_created(st->config, b->created);
+        else
+                bld_config_settle_times(st->config, b->created);
         if (store_json(b->o->store, st->config, ret->config_digest, &config_size, err) < 0) {
                 json_decref(layers);
                 return kiln_error_wrap(err, "image config");

@@ -282,7 +282,7 @@ int bld_tree_commit(struct bld_stage *st, const char *created_by, struct bld_cac
         if (r < 0)
                 return -1;
         if (made) {
-                *made = (struct bld_cache_entry){ .empty = local.empty, .size = local.desc.size };
+                *made = (struct bld_cache_entry){ .empty = local.empty, .size = local.desc.size, .created = b->created };
                 if (!local.empty) {
                         memcpy(made->digest, local.desc.digest, LAYER_DIGEST_SIZE);
                         memcpy(made->diff_id, local.desc.diff_id, LAYER_DIGEST_SIZE);

@@ -224,7 +224,9 @@ static int commit_entry(struct bld_stage *st, const char *upper, const char *cre
                 add_lower(st, upper);
         }
         if (r == 0 && made) {
-                *made = (struct bld_cache_entry){ .empty = res->empty, .size = res->desc.size };
+                *made = (struct bld_cache_entry){ .empty = res->empty,
+                                                  .size = res->desc.size,
+                                                  .created = b->created };
                 if (!res->empty) {
                         memcpy(made->digest, res->desc.digest, LAYER_DIGEST_SIZE);
                         memcpy(made->diff_id, res->desc.diff_id, LAYER_DIGEST_SIZE);
@@ -452,24 +454,36 @@ static int settle_other(struct bld_stage *st, struct kiln_error **err)
         return r;
 }
 
+/* The entry for a step's key, unless --no-cache or --no-cache-filter rules the stage out. */
+static bool cache_lookup(struct bld_stage *st, const char *key, struct bld_cache_entry *ret)
+{
+        const bool *skip = st->b->o->no_cache_stages;
+
+        if (skip && skip[st->index])
+                return false;
+        return bld_cache_get(st->b, key, ret);
+}
+
 /* Uses the cache entry of `key` for the step: its layer and history, nothing run; the stage's
  * key moves on. */
 static int apply_hit(struct bld_stage *st, struct bld_step *s, const char *key, const struct bld_cache_entry *e,
                      const char *created_by, struct kiln_error **err)
 {
         struct bld_build *b = st->b;
+        /* the time the step first ran: a fully cached rebuild makes the same image */
+        int64_t when = e->created >= 0 ? e->created : b->created;
 
         memmove(st->key, key, LAYER_DIGEST_SIZE);
         bld_cache_chain_add(st, key, e, created_by);
         if (s)
                 s->cached = true;
         if (e->empty) {
-                bld_config_add_history(st->config, b->created, created_by, true);
+                bld_config_add_history(st->config, when, created_by, true);
                 return 0;
         }
         add_layer(st, e->digest, e->diff_id, e->size, e->media_type);
         bld_config_add_diff_id(st->config, e->diff_id);
-        bld_config_add_history(st->config, b->created, created_by, false);
+        bld_config_add_history(st->config, when, created_by, false);
         /* overlay: the lowers are remade when a step needs them; a tree gets the layer now */
         if (b->trees)
                 return bld_tree_apply(st, &st->layers[st->n_layers - 1], err);
@@ -814,7 +828,7 @@ static int step_run(struct bld_stage *st, struct bld_step *s, struct df_eval *ev
                 bld_key_field(&k, "security", in->run.security.text);
                 bld_key_final(&k, key);
                 bld_key_release(&k);
-                if (bld_cache_get(b, key, &made)) {
+                if (cache_lookup(st, key, &made)) {
                         history = run_history(argv);
                         return apply_hit(st, s, key, &made, history, err);
                 }
@@ -883,9 +897,8 @@ static int commit_cached(struct bld_stage *st, struct bld_step *s, const char *u
 
         if (result_key(st, upper, what, history, key, err) < 0)
                 return -1;
-        if (key[0] && bld_cache_get(st->b, key, &made)) {
+        if (key[0] && cache_lookup(st, key, &made))
                 return apply_hit(st, s, key, &made, history, err);
-        }
         if (commit_entry(st, upper, history, &made, err) < 0)
                 return -1;
         if (st->b->cache)
@@ -1286,7 +1299,7 @@ static int step_workdir(struct bld_stage *st, struct bld_step *s, const struct d
                 bld_key_field(&k, "path", path);
                 bld_key_final(&k, key);
                 bld_key_release(&k);
-                if (bld_cache_get(b, key, &made))
+                if (cache_lookup(st, key, &made))
                         return apply_hit(st, s, key, &made, history, err);
         }
         if (b->trees) {
@@ -1340,7 +1353,12 @@ static int step(struct bld_stage *st, struct bld_step *s, struct df_eval *ev, co
         case DF_INSTR_MAINTAINER:
                 if (bld_config_apply(st->config, in, &st->cmd_inherited, &history, err) < 0)
                         return -1;
-                bld_config_add_history(st->config, st->b->created, history, true);
+                /* without SOURCE_DATE_EPOCH it takes a neighbouring step's time (a hit's
+                 * is that of its first run), so a fully cached rebuild keeps the image id */
+                bld_config_add_history(st->config,
+                                       st->b->o->source_date_epoch >= 0 ? st->b->created
+                                                                        : BLD_TIME_PENDING,
+                                       history, true);
                 return 0;
         case DF_INSTR_FROM:
         case _DF_INSTR_MAX:

@@ -282,6 +282,42 @@ struct cp_opts {
 int cp_copy(const struct cp_source *src, int destfd, const struct cp_opts *opts,
             struct kiln_error **err);
 
+/* One entry cp_copy() would copy, as cp_walk() finds it. */
+struct cp_entry {
+        const char *top;        /* an item, a source as written expanded: its cleaned path
+                                 * (wildcards replaced by their match); NULL below an item */
+        size_t source;          /* which of opts->srcs it comes from */
+        size_t kept_from;       /* --parents: top's components from this one are kept */
+        bool parent;            /* --parents: a directory made above the item, with `st` */
+        const char *path;       /* its real path in the source root ("" the root); an inline
+                                 * source's name */
+        const struct stat *st;  /* its type and permission bits as found */
+        mode_t mode;            /* the permission bits it lands with (--chmod applied) */
+        const char *link;       /* a symlink's target */
+        const char *hardlink;   /* a file already listed for this source with the same inode:
+                                 * copied as a hardlink to it; else NULL */
+        int dirfd;              /* a regular file: `name` in `dirfd` (open it O_NOFOLLOW and
+                                 * check the inode), ... */
+        const char *name;
+        const char *data;       /* ... or inline content (is_inline) */
+        size_t len;
+        bool is_inline;
+};
+
+/**
+ * Lists what cp_copy() with the same `src` and `opts` would copy, without a destination and
+ * without reading any file: each item (a source as written, expanded) then, for a directory,
+ * every entry below it that is not excluded, in the order cp_copy() copies them, each passed
+ * to fn. Selection is cp_copy()'s own code (wildcards, symlinks followed, .dockerignore,
+ * --exclude and "!" patterns, --parents); an excluded directory entered for "!" patterns is
+ * listed even when nothing in it is copied. Sockets are not listed. Raises what cp_copy()
+ * would for a missing source or several sources to a non-directory; UNSUPPORTED for a
+ * downloaded source; fn's errors.
+ */
+int cp_walk(const struct cp_source *src, const struct cp_opts *opts,
+            int (*fn)(void *ctx, const struct cp_entry *e, struct kiln_error **err), void *ctx,
+            struct kiln_error **err);
+
 /* ------------------------------------------------------------------------------------ */
 /* Users and groups of an image (builder/user-db.c)                                       */
 /* ------------------------------------------------------------------------------------ */

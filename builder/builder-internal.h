@@ -413,6 +413,7 @@ struct bld_layer {
 };
 
 struct bld_build;
+struct bld_context_sums;
 struct bld_none;
 
 struct bld_stage {
@@ -448,6 +449,7 @@ struct bld_build {
         char *empty_dir;              /* the lower directory of FROM scratch */
         struct bld_stage *stages;     /* one per graph stage */
         int64_t created;              /* timestamps written into the image */
+        struct bld_context_sums *context_sums; /* the context's file digests; NULL until used */
         pthread_mutex_t lock;         /* events, step numbers, failure */
         unsigned next_step;
         bool failed;
@@ -603,6 +605,24 @@ struct bld_cache_entry {
 bool bld_cache_get(struct bld_build *b, const char *key, struct bld_cache_entry *ret);
 /** Records an entry (temp file and rename); best effort. */
 void bld_cache_put(struct bld_build *b, const char *key, const struct bld_cache_entry *e, const char *created_by);
+
+/* ------------------------------------------------------------------------------------ */
+/* Digests of the build context's files, kept between builds (builder/context-hash.c)     */
+/* ------------------------------------------------------------------------------------ */
+
+/**
+ * The sha256 of a regular file of the build context as cp_walk() lists it (e->dirfd, e->name;
+ * e->path its path in the context, e->st its stat): the one the store's record for the context
+ * holds when the file's device, inode, size, mtime and ctime still match, so it is not opened;
+ * else read (bounded memory) and recorded. Safe from several stages at once. IO when the file
+ * cannot be read or changed while it was read.
+ */
+int bld_context_digest(struct bld_build *b, const struct cp_entry *e, char ret[LAYER_DIGEST_SIZE],
+                       struct kiln_error **err);
+
+/** At the end of a build: writes the record back when it changed (temp file, fsync, rename;
+ * best effort) and frees it. */
+void bld_context_sums_close(struct bld_build *b);
 
 /** Runs a stage from FROM to its last instruction. */
 int bld_stage_run(struct bld_stage *st, struct kiln_error **err);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1040,45 +1041,193 @@ static char *copy_history(const struct df_instr *in)
         return kiln_buf_detach(&h, NULL);
 }
 
-/* COPY --from: an earlier stage by name or index, else an image. */
+/* The graph's edge of a COPY --from: an earlier stage or an image; NULL when it has none. */
+static const struct df_edge *copy_edge(struct bld_stage *st, const struct df_instr *in)
+{
+        const struct df_gstage *gs = &st->b->o->graph->stages[st->index];
+        size_t i;
+
+        for (i = 0; i < gs->n_edges; i++)
+                if (gs->edges[i].instr->node == in->node && gs->edges[i].kind == DF_EDGE_COPY)
+                        return &gs->edges[i];
+        return NULL;
+}
+
+/* COPY --from: an earlier stage by name or index, else an image (`img`, unless the key has
+ * resolved it already). */
 static int copy_source(struct bld_stage *st, const struct df_instr *in, struct bld_image_layers *img,
                        const char ***ret_lowers, size_t *ret_n, char **ret_rootfs, struct kiln_error **err)
 {
         struct bld_build *b = st->b;
-        const struct df_gstage *gs = &b->o->graph->stages[st->index];
-        size_t i;
+        const struct df_edge *e = copy_edge(st, in);
 
-        for (i = 0; i < gs->n_edges; i++) {
-                const struct df_edge *e = &gs->edges[i];
-                if (e->instr->node != in->node || e->kind != DF_EDGE_COPY)
-                        continue;
-                if (e->stage != SIZE_MAX && b->trees) {
-                        /* its tree, final since that stage is done (bld_tree_stage_done) */
-                        if (!b->stages[e->stage].tree)
-                                return kiln_error_new(err, KILN_ERR_INVALID, "COPY --from=%s: the stage has no tree",
-                                                      in->copy.from.text);
-                        *ret_lowers = xcalloc(2, sizeof(char *));
-                        (*ret_lowers)[0] = b->stages[e->stage].tree;
-                        *ret_n = 1;
-                        return 0;
-                }
-                if (e->stage != SIZE_MAX) {
-                        if (settle_other(&b->stages[e->stage], err) < 0)
-                                return -1;
-                        *ret_lowers = lowers_top_first(&b->stages[e->stage]);
-                        *ret_n = b->stages[e->stage].n_lowers;
-                        return 0;
-                }
-                if (resolve_image(b, e->image, b->o->platform, img, err) < 0 ||
-                    image_rootfs(b, img, ret_rootfs, err) < 0)
-                        return -1;
+        if (!e)
+                return kiln_error_new(err, KILN_ERR_INVALID, "COPY --from=%s: the stage graph has no such source",
+                                      in->copy.from.text);
+        if (e->stage != SIZE_MAX && b->trees) {
+                /* its tree, final since that stage is done (bld_tree_stage_done) */
+                if (!b->stages[e->stage].tree)
+                        return kiln_error_new(err, KILN_ERR_INVALID, "COPY --from=%s: the stage has no tree",
+                                              in->copy.from.text);
                 *ret_lowers = xcalloc(2, sizeof(char *));
-                (*ret_lowers)[0] = *ret_rootfs;
+                (*ret_lowers)[0] = b->stages[e->stage].tree;
                 *ret_n = 1;
                 return 0;
         }
-        return kiln_error_new(err, KILN_ERR_INVALID, "COPY --from=%s: the stage graph has no such source",
-                              in->copy.from.text);
+        if (e->stage != SIZE_MAX) {
+                if (settle_other(&b->stages[e->stage], err) < 0)
+                        return -1;
+                *ret_lowers = lowers_top_first(&b->stages[e->stage]);
+                *ret_n = b->stages[e->stage].n_lowers;
+                return 0;
+        }
+        if ((!img->config && resolve_image(b, e->image, b->o->platform, img, err) < 0) ||
+            image_rootfs(b, img, ret_rootfs, err) < 0)
+                return -1;
+        *ret_lowers = xcalloc(2, sizeof(char *));
+        (*ret_lowers)[0] = *ret_rootfs;
+        *ret_n = 1;
+        return 0;
+}
+
+/* The instruction as far as it decides what lands, given the sources: every flag that
+ * changes the result, the sources as written (expanded) and the destination. */
+static void key_instruction(struct bld_key *k, const struct df_instr *in, const struct cp_opts *o)
+{
+        const struct df_copy *c = &in->copy;
+        json_t *j = json_object(), *srcs = json_array(), *excludes = json_array();
+        size_t i;
+
+        for (i = 0; i < o->n_srcs; i++)
+                json_array_append_new(srcs, json_string(o->srcs[i]));
+        for (i = 0; i < o->n_excludes; i++)
+                json_array_append_new(excludes, json_string(o->excludes[i]));
+        json_object_set_new(j, "srcs", srcs);
+        json_object_set_new(j, "dest", json_string(o->dest ? o->dest : ""));
+        json_object_set_new(j, "excludes", excludes);
+        json_object_set_new(j, "from", c->from.text ? json_string(c->from.text) : json_null());
+        json_object_set_new(j, "chown", c->chown.text ? json_string(c->chown.text) : json_null());
+        json_object_set_new(j, "chmod", c->chmod.text ? json_string(c->chmod.text) : json_null());
+        json_object_set_new(j, "checksum", c->checksum.text ? json_string(c->checksum.text) : json_null());
+        json_object_set_new(j, "link", json_boolean(c->link));
+        json_object_set_new(j, "parents", json_boolean(c->parents));
+        json_object_set_new(j, "keep_git_dir", json_boolean(c->keep_git_dir));
+        json_object_set_new(j, "unpack", json_integer(c->unpack));
+        json_object_set_new(j, "add", json_boolean(o->add));
+        bld_key_field_json(k, "instruction", j);
+        json_decref(j);
+}
+
+struct key_walk {
+        struct bld_stage *st;
+        struct bld_key *k;
+};
+
+/* One entry of COPY's sources as a key field: what it is and how it lands, never its times. */
+static int key_entry(void *ctx, const struct cp_entry *e, struct kiln_error **err)
+{
+        struct key_walk *w = ctx;
+        mode_t type = e->st->st_mode & S_IFMT;
+        char digest[LAYER_DIGEST_SIZE];
+        _cleanup_free_ char *name = NULL, *value = NULL;
+
+        if (e->top && !e->parent) {
+                /* which source matched what: the names the entries get at the destination */
+                _cleanup_free_ char *item = xasprintf("item:%zu:%s", e->source, e->top);
+                _cleanup_free_ char *what = xasprintf("%s%s kept_from=%zu", e->is_inline ? "inline " : "",
+                                                      e->path, e->kept_from);
+                bld_key_field(w->k, item, what);
+        }
+        if (e->is_inline) {
+                _cleanup_(layer_sha256_freep) struct layer_sha256 *h = layer_sha256_new();
+                layer_sha256_update(h, e->data, e->len);
+                layer_sha256_final(h, digest);
+                name = xasprintf("heredoc:%s", e->path);
+                value = xasprintf("file %04o %s", (unsigned) e->mode, digest);
+                bld_key_field(w->k, name, value);
+                return 0;
+        }
+        name = xasprintf("%s:%s", e->parent ? "parent" : "file", e->path[0] ? e->path : ".");
+        switch (type) {
+        case S_IFDIR:
+                value = xasprintf("dir %04o", (unsigned) e->mode);
+                break;
+        case S_IFREG:
+                if (e->hardlink) {
+                        value = xasprintf("file %04o hardlink %s", (unsigned) e->mode, e->hardlink);
+                        break;
+                }
+                if (bld_context_digest(w->st->b, e, digest, err) < 0)
+                        return -1;
+                value = xasprintf("file %04o %s", (unsigned) e->mode, digest);
+                break;
+        case S_IFLNK:
+                value = xasprintf("symlink %s", e->link);
+                break;
+        case S_IFIFO:
+                value = xasprintf("fifo %04o", (unsigned) e->mode);
+                break;
+        case S_IFCHR:
+        case S_IFBLK:
+                value = xasprintf("%s %04o %u:%u", type == S_IFCHR ? "chr" : "blk", (unsigned) e->mode,
+                                  major(e->st->st_rdev), minor(e->st->st_rdev));
+                break;
+        default:
+                return kiln_error_new(err, KILN_ERR_UNSUPPORTED, "'/%s': an unexpected type", e->path);
+        }
+        bld_key_field(w->k, name, value);
+        return 0;
+}
+
+/*
+ * COPY's and ADD's key from their sources, before anything is copied: the instruction and,
+ * from the context, every entry it would copy (the type, the mode it lands with, the content's
+ * digest or the link's target; owners follow from --chown); from a stage, that stage's key;
+ * from an image, its layers. No key (key[0] == '\0') when a source cannot be keyed: a download,
+ * a stage without a key, or sources that cannot be listed (the copy then raises the error).
+ * `img` gets an image --from names, for the copy; an image that cannot be found is the error.
+ */
+static int source_key(struct bld_stage *st, const struct df_instr *in, const struct cp_opts *o,
+                      struct bld_image_layers *img, char key[LAYER_DIGEST_SIZE], struct kiln_error **err)
+{
+        struct bld_build *b = st->b;
+        struct bld_key k;
+        bool ok = true;
+
+        key[0] = '\0';
+        if (!b->cache || !st->key[0] || o->n_fetched)
+                return 0;
+        key_begin(st, &k, df_instr_name(in->kind));
+        key_instruction(&k, in, o);
+        if (in->copy.from.text) {
+                const struct df_edge *e = copy_edge(st, in);
+                if (!e) {
+                        ok = false;
+                } else if (e->stage != SIZE_MAX) {
+                        ok = b->stages[e->stage].key[0] != '\0';
+                        bld_key_field(&k, "from.stage", b->stages[e->stage].key);
+                } else if (resolve_image(b, e->image, b->o->platform, img, err) < 0) {
+                        bld_key_release(&k);
+                        return -1;
+                } else {
+                        _cleanup_buf_ struct kiln_buf layers = KILN_BUF_INIT;
+                        size_t i;
+                        for (i = 0; i < img->n; i++)
+                                kiln_buf_addf(&layers, NULL, "%s%s %s", i ? "," : "", img->digests[i],
+                                              img->diff_ids[i]);
+                        bld_key_field(&k, "from.image", layers.buf);
+                }
+        } else {
+                struct cp_source src = { .rootfd = b->o->context_fd, .ignore = b->o->ignore };
+                struct key_walk w = { .st = st, .k = &k };
+                _cleanup_(kiln_error_freep) struct kiln_error *werr = NULL;
+                /* a source that cannot be listed is not keyed: the copy says what is wrong */
+                ok = cp_walk(&src, o, key_entry, &w, &werr) == 0;
+        }
+        if (ok)
+                bld_key_final(&k, key);
+        bld_key_release(&k);
+        return 0;
 }
 
 static int step_copy(struct bld_stage *st, struct bld_step *s, const struct df_instr *in, struct kiln_error **err)
@@ -1094,6 +1243,8 @@ static int step_copy(struct bld_stage *st, struct bld_step *s, const struct df_i
         _cleanup_(strv_freep) char **inline_bodies = NULL;
         _cleanup_(fetches_release) struct fetches fetched = { 0 };
         struct sb_rootfs root;
+        char key[LAYER_DIGEST_SIZE] = "";
+        struct bld_cache_entry made;
         size_t i;
         int r = -1;
 
@@ -1126,10 +1277,21 @@ static int step_copy(struct bld_stage *st, struct bld_step *s, const struct df_i
         if (!j.opts.workdir || !*j.opts.workdir)
                 j.opts.workdir = "/";
         j.chown = c->chown.text;
+        history = copy_history(in);
+        if (!b->none && !b->trees) {
+                if (source_key(st, in, &j.opts, &img, key, err) < 0)
+                        goto out;
+                if (key[0] && bld_cache_get(b, key, &made)) {
+                        /* nothing copied, and no root filesystem made for it */
+                        apply_hit(st, s, &made, history);
+                        memcpy(st->key, key, LAYER_DIGEST_SIZE);
+                        r = 0;
+                        goto out;
+                }
+        }
         if (c->from.text && copy_source(st, in, &img, &j.src_lowers, &j.n_src_lowers, &rootfs, err) < 0)
                 goto out;
         if (b->none) {
-                history = copy_history(in);
                 r = bld_none_call(st, copy_in_sandbox, &j, err) < 0 ? -1 : bld_none_commit(st, history, err);
                 goto out;
         }
@@ -1137,7 +1299,6 @@ static int step_copy(struct bld_stage *st, struct bld_step *s, const struct df_i
                 root = (struct sb_rootfs){ 0 };
                 if (bld_tree_begin(st, false, &root.dir, err) < 0 || sb_call(&root, &b->env, copy_in_sandbox, &j, err) < 0)
                         goto out;
-                history = copy_history(in);
                 r = bld_tree_commit(st, history, err);
                 goto out;
         }
@@ -1147,8 +1308,15 @@ static int step_copy(struct bld_stage *st, struct bld_step *s, const struct df_i
         root = (struct sb_rootfs){ .lowers = lowers, .n_lowers = st->n_lowers, .upper = upper, .work = work };
         if (sb_call(&root, &b->env, copy_in_sandbox, &j, err) < 0)
                 goto out;
-        history = copy_history(in);
-        r = commit_cached(st, s, upper, df_instr_name(in->kind), history, err);
+        if (!key[0]) {
+                /* not keyed by its sources: keyed by what it wrote */
+                r = commit_cached(st, s, upper, df_instr_name(in->kind), history, err);
+                goto out;
+        }
+        if (commit_entry(st, upper, history, &made, err) < 0)
+                goto out;
+        cache_record(st, key, &made, history);
+        r = 0;
 out:
         if (j.src_lowers)
                 free(j.src_lowers);

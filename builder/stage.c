@@ -489,14 +489,16 @@ static int from_image(struct bld_stage *st, const char *ref, const char *platfor
 
         if (resolve_image(b, ref, platform, &img, err) < 0)
                 return -1;
-        /* without overlay the stage's tree is made from the layers (stage-tree.c) */
-        if (!b->trees && image_rootfs(b, &img, &path, err) < 0)
+        /* without overlay the stage's tree is made from the layers (stage-tree.c); with the
+         * cache, its root filesystem when a step first needs it (settle): not when all hit */
+        if (!b->trees && !b->cache && image_rootfs(b, &img, &path, err) < 0)
                 goto out;
         st->config = json_incref(img.config);
         for (i = 0; i < img.n; i++)
                 add_layer(st, img.digests[i], img.diff_ids[i], img.sizes[i], img.media_types[i]);
         if (path)
                 add_lower(st, path);
+        st->unsettled = !b->trees && b->cache;
         r = 0;
 out:
         bld_image_layers_release(&img);
@@ -539,14 +541,19 @@ static int from_stage(struct bld_stage *st, struct bld_stage *base, struct kiln_
 {
         size_t i;
 
-        if (settle_other(base, err) < 0)
+        /* with the cache, a base whose steps all hit has no root filesystem yet: this stage's is
+         * made from the layers when a step of it first needs one (settle) */
+        if (!st->b->cache && settle_other(base, err) < 0)
                 return -1;
         st->config = json_deep_copy(base->config);
         for (i = 0; i < base->n_layers; i++)
                 add_layer(st, base->layers[i].digest, base->layers[i].diff_id, base->layers[i].size,
                           base->layers[i].media_type);
-        for (i = 0; i < base->n_lowers; i++)
+        pthread_mutex_lock(&st->b->lock);
+        st->unsettled = base->unsettled;
+        for (i = 0; !base->unsettled && i < base->n_lowers; i++)
                 add_lower(st, base->lowers[i]);
+        pthread_mutex_unlock(&st->b->lock);
         memcpy(st->key, base->key, LAYER_DIGEST_SIZE);
         return 0;
 }

@@ -620,6 +620,9 @@ void bld_cache_put(struct bld_build *b, const char *key, const struct bld_cache_
 int bld_context_digest(struct bld_build *b, const struct cp_entry *e, char ret[LAYER_DIGEST_SIZE],
                        struct kiln_error **err);
 
+/** The same read every time, never from or into the record. */
+int bld_context_hash_file(const struct cp_entry *e, char ret[LAYER_DIGEST_SIZE], struct kiln_error **err);
+
 /** At the end of a build: writes the record back when it changed (temp file, fsync, rename;
  * best effort) and frees it. */
 void bld_context_sums_close(struct bld_build *b);

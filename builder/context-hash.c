@@ -179,6 +179,13 @@ static int hash_file(const struct cp_entry *e, struct stat *ret_st, char ret[LAY
         return 0;
 }
 
+int bld_context_hash_file(const struct cp_entry *e, char ret[LAYER_DIGEST_SIZE], struct kiln_error **err)
+{
+        struct stat st;
+
+        return hash_file(e, &st, ret, err);
+}
+
 int bld_context_digest(struct bld_build *b, const struct cp_entry *e, char ret[LAYER_DIGEST_SIZE],
                        struct kiln_error **err)
 {

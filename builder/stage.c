@@ -1125,19 +1125,73 @@ static void key_instruction(struct bld_key *k, const struct df_instr *in, const 
         json_decref(j);
 }
 
+/*
+ * The context's files may change between the key and the copy: the entry recorded under a key
+ * must hold what the key says. The key's walk notes every entry's stat, and a second walk after
+ * the copy (stat only) must find the same; a file changed too recently for its stat to prove
+ * anything (as context-hash.c's racily clean files) is read again and its digest compared.
+ */
+struct source_check {
+        char stats[LAYER_DIGEST_SIZE]; /* the entries' stats; "" when not from the context */
+        int64_t racy_after;            /* ns: files changed since then are read again */
+};
+
 struct key_walk {
         struct bld_stage *st;
-        struct bld_key *k;
+        struct bld_key *k;            /* NULL: only the stats (the check after the copy) */
+        struct layer_sha256 *stats;
+        int64_t racy_after;
 };
+
+static int64_t ns_of(const struct timespec *t)
+{
+        return (int64_t) t->tv_sec * 1000000000 + t->tv_nsec;
+}
+
+static void stats_add(struct layer_sha256 *h, const void *data, size_t len)
+{
+        uint64_t n = len;
+
+        layer_sha256_update(h, &n, sizeof(n));
+        layer_sha256_update(h, data, len);
+}
+
+/* Notes an entry's stat for the check, and a racily changed file's digest (read if NULL). */
+static int note_stat(struct key_walk *w, const struct cp_entry *e, const char *digest, struct kiln_error **err)
+{
+        const struct stat *st = e->st;
+        int64_t newest = ns_of(&st->st_mtim) > ns_of(&st->st_ctim) ? ns_of(&st->st_mtim) : ns_of(&st->st_ctim);
+        char buf[256], read_digest[LAYER_DIGEST_SIZE];
+        int n;
+
+        if (e->is_inline)
+                return 0;
+        stats_add(w->stats, e->path, strlen(e->path));
+        n = snprintf(buf, sizeof(buf), "%d %o %llu %llu %lld %lld %lld", (int) e->parent, (unsigned) st->st_mode,
+                     (unsigned long long) st->st_dev, (unsigned long long) st->st_ino, (long long) st->st_size,
+                     (long long) ns_of(&st->st_mtim), (long long) ns_of(&st->st_ctim));
+        stats_add(w->stats, buf, (size_t) n);
+        if (S_ISREG(st->st_mode) && !e->hardlink && !e->parent && newest >= w->racy_after) {
+                if (!digest) {
+                        if (bld_context_hash_file(e, read_digest, err) < 0)
+                                return -1;
+                        digest = read_digest;
+                }
+                stats_add(w->stats, digest, strlen(digest));
+        }
+        return 0;
+}
 
 /* One entry of COPY's sources as a key field: what it is and how it lands, never its times. */
 static int key_entry(void *ctx, const struct cp_entry *e, struct kiln_error **err)
 {
         struct key_walk *w = ctx;
         mode_t type = e->st->st_mode & S_IFMT;
-        char digest[LAYER_DIGEST_SIZE];
+        char digest[LAYER_DIGEST_SIZE] = "";
         _cleanup_free_ char *name = NULL, *value = NULL;
 
+        if (!w->k)
+                return note_stat(w, e, NULL, err);
         if (e->top && !e->parent) {
                 /* which source matched what: the names the entries get at the destination */
                 _cleanup_free_ char *item = xasprintf("item:%zu:%s", e->source, e->top);
@@ -1183,7 +1237,31 @@ static int key_entry(void *ctx, const struct cp_entry *e, struct kiln_error **er
                 return kiln_error_new(err, KILN_ERR_UNSUPPORTED, "'/%s': an unexpected type", e->path);
         }
         bld_key_field(w->k, name, value);
-        return 0;
+        return note_stat(w, e, digest[0] ? digest : NULL, err);
+}
+
+static void context_source(struct bld_build *b, struct cp_source *ret)
+{
+        *ret = (struct cp_source){ .rootfd = b->o->context_fd, .ignore = b->o->ignore };
+}
+
+/* After the copy: whether the context's entries are still those the key was made of. */
+static bool sources_unchanged(struct bld_stage *st, const struct cp_opts *o, const struct source_check *check)
+{
+        _cleanup_(kiln_error_freep) struct kiln_error *werr = NULL;
+        struct key_walk w = { .st = st, .racy_after = check->racy_after };
+        char stats[LAYER_DIGEST_SIZE];
+        struct cp_source src;
+        int r;
+
+        if (!check->stats[0])
+                return true;
+        context_source(st->b, &src);
+        w.stats = layer_sha256_new();
+        r = cp_walk(&src, o, key_entry, &w, &werr);
+        layer_sha256_final(w.stats, stats);
+        layer_sha256_free(w.stats);
+        return r == 0 && strcmp(stats, check->stats) == 0;
 }
 
 /*
@@ -1193,15 +1271,18 @@ static int key_entry(void *ctx, const struct cp_entry *e, struct kiln_error **er
  * from an image, its layers. No key (key[0] == '\0') when a source cannot be keyed: a download,
  * a stage without a key, or sources that cannot be listed (the copy then raises the error).
  * `img` gets an image --from names, for the copy; an image that cannot be found is the error.
+ * `check` gets what sources_unchanged() needs.
  */
 static int source_key(struct bld_stage *st, const struct df_instr *in, const struct cp_opts *o,
-                      struct bld_image_layers *img, char key[LAYER_DIGEST_SIZE], struct kiln_error **err)
+                      struct bld_image_layers *img, char key[LAYER_DIGEST_SIZE], struct source_check *check,
+                      struct kiln_error **err)
 {
         struct bld_build *b = st->b;
         struct bld_key k;
         bool ok = true;
 
         key[0] = '\0';
+        check->stats[0] = '\0';
         if (!b->cache || !st->key[0] || o->n_fetched)
                 return 0;
         key_begin(st, &k, df_instr_name(in->kind));
@@ -1225,11 +1306,19 @@ static int source_key(struct bld_stage *st, const struct df_instr *in, const str
                         bld_key_field(&k, "from.image", layers.buf);
                 }
         } else {
-                struct cp_source src = { .rootfd = b->o->context_fd, .ignore = b->o->ignore };
                 struct key_walk w = { .st = st, .k = &k };
                 _cleanup_(kiln_error_freep) struct kiln_error *werr = NULL;
+                struct cp_source src;
+                struct timespec now;
+                clock_gettime(CLOCK_REALTIME, &now);
+                /* the margin context-hash.c gives racily clean files, and the clock's tick */
+                w.racy_after = check->racy_after = ns_of(&now) - (int64_t) 3 * 1000000000;
+                w.stats = layer_sha256_new();
+                context_source(b, &src);
                 /* a source that cannot be listed is not keyed: the copy says what is wrong */
                 ok = cp_walk(&src, o, key_entry, &w, &werr) == 0;
+                layer_sha256_final(w.stats, check->stats);
+                layer_sha256_free(w.stats);
         }
         if (ok)
                 bld_key_final(&k, key);
@@ -1251,6 +1340,7 @@ static int step_copy(struct bld_stage *st, struct bld_step *s, const struct df_i
         _cleanup_(fetches_release) struct fetches fetched = { 0 };
         struct sb_rootfs root;
         char key[LAYER_DIGEST_SIZE] = "";
+        struct source_check check = { .stats = "" };
         struct bld_cache_entry made;
         size_t i;
         int r = -1;
@@ -1286,7 +1376,7 @@ static int step_copy(struct bld_stage *st, struct bld_step *s, const struct df_i
         j.chown = c->chown.text;
         history = copy_history(in);
         if (!b->none && !b->trees) {
-                if (source_key(st, in, &j.opts, &img, key, err) < 0)
+                if (source_key(st, in, &j.opts, &img, key, &check, err) < 0)
                         goto out;
                 if (key[0] && bld_cache_get(b, key, &made)) {
                         /* nothing copied, and no root filesystem made for it */
@@ -1315,6 +1405,8 @@ static int step_copy(struct bld_stage *st, struct bld_step *s, const struct df_i
         root = (struct sb_rootfs){ .lowers = lowers, .n_lowers = st->n_lowers, .upper = upper, .work = work };
         if (sb_call(&root, &b->env, copy_in_sandbox, &j, err) < 0)
                 goto out;
+        if (key[0] && !sources_unchanged(st, &j.opts, &check))
+                key[0] = '\0'; /* what was copied may not be what the key says */
         if (!key[0]) {
                 /* not keyed by its sources: keyed by what it wrote */
                 r = commit_cached(st, s, upper, df_instr_name(in->kind), history, err);

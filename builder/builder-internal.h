@@ -284,22 +284,22 @@ int cp_copy(const struct cp_source *src, int destfd, const struct cp_opts *opts,
 
 /* One entry cp_copy() would copy, as cp_walk() finds it. */
 struct cp_entry {
-        const char *top;        /* an item, a source as written expanded: its cleaned path
-                                 * (wildcards replaced by their match); NULL below an item */
-        size_t source;          /* which of opts->srcs it comes from */
-        size_t kept_from;       /* --parents: top's components from this one are kept */
-        bool parent;            /* --parents: a directory made above the item, with `st` */
-        const char *path;       /* its real path in the source root ("" the root); an inline
-                                 * source's name */
-        const struct stat *st;  /* its type and permission bits as found */
-        mode_t mode;            /* the permission bits it lands with (--chmod applied) */
-        const char *link;       /* a symlink's target */
-        const char *hardlink;   /* a file already listed for this source with the same inode:
-                                 * copied as a hardlink to it; else NULL */
-        int dirfd;              /* a regular file: `name` in `dirfd` (open it O_NOFOLLOW and
-                                 * check the inode), ... */
+        const char *top;       /* an item, a source as written expanded: its cleaned path
+                                * (wildcards replaced by their match); NULL below an item */
+        size_t source;         /* which of opts->srcs it comes from */
+        size_t kept_from;      /* --parents: top's components from this one are kept */
+        bool parent;           /* --parents: a directory made above the item, with `st` */
+        const char *path;      /* its real path in the source root ("" the root); an inline
+                                * source's name */
+        const struct stat *st; /* its type and permission bits as found */
+        mode_t mode;           /* the permission bits it lands with (--chmod applied) */
+        const char *link;      /* a symlink's target */
+        const char *hardlink;  /* a file already listed for this source with the same inode:
+                                * copied as a hardlink to it; else NULL */
+        int dirfd;             /* a regular file: `name` in `dirfd` (open it O_NOFOLLOW and
+                                * check the inode), ... */
         const char *name;
-        const char *data;       /* ... or inline content (is_inline) */
+        const char *data; /* ... or inline content (is_inline) */
         size_t len;
         bool is_inline;
 };
@@ -621,7 +621,8 @@ int bld_context_digest(struct bld_build *b, const struct cp_entry *e, char ret[L
                        struct kiln_error **err);
 
 /** The same read every time, never from or into the record. */
-int bld_context_hash_file(const struct cp_entry *e, char ret[LAYER_DIGEST_SIZE], struct kiln_error **err);
+int bld_context_hash_file(const struct cp_entry *e, char ret[LAYER_DIGEST_SIZE],
+                          struct kiln_error **err);
 
 /** At the end of a build: writes the record back when it changed (temp file, fsync, rename;
  * best effort) and frees it. */

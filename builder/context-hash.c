@@ -34,10 +34,10 @@
 struct bld_context_sums {
         pthread_mutex_t lock;
         bool loaded;
-        int dirfd;       /* the store's .kiln/context, or -1: nothing is kept between builds */
-        char *name;      /* "<sha256 of the context's path>.json" */
-        char *context;   /* the context's absolute path */
-        json_t *files;   /* path -> [dev, ino, size, mtime_ns, ctime_ns, "sha256:..."] */
+        int dirfd;     /* the store's .kiln/context, or -1: nothing is kept between builds */
+        char *name;    /* "<sha256 of the context's path>.json" */
+        char *context; /* the context's absolute path */
+        json_t *files; /* path -> [dev, ino, size, mtime_ns, ctime_ns, "sha256:..."] */
         bool dirty;
 };
 
@@ -109,8 +109,8 @@ static void sums_load(struct bld_build *b, struct bld_context_sums *s)
                 return;
         j = json_loadb(data, len, 0, NULL);
         files = json_object_get(j, "files");
-        if (json_integer_value(json_object_get(j, "version")) == RECORD_VERSION && json_is_object(files) &&
-            json_is_string(json_object_get(j, "context")) &&
+        if (json_integer_value(json_object_get(j, "version")) == RECORD_VERSION &&
+            json_is_object(files) && json_is_string(json_object_get(j, "context")) &&
             strcmp(json_string_value(json_object_get(j, "context")), s->context) == 0) {
                 json_decref(s->files);
                 s->files = json_incref(files);
@@ -123,11 +123,12 @@ static bool same_stat(json_t *entry, const struct stat *st, const char **ret_dig
         json_int_t dev, ino, size, mtime, ctime;
         const char *digest;
 
-        if (json_unpack(entry, "[I, I, I, I, I, s]", &dev, &ino, &size, &mtime, &ctime, &digest) < 0)
+        if (json_unpack(entry, "[I, I, I, I, I, s]", &dev, &ino, &size, &mtime, &ctime, &digest) <
+            0)
                 return false;
         if ((uint64_t) dev != (uint64_t) st->st_dev || (uint64_t) ino != (uint64_t) st->st_ino ||
-            size != (json_int_t) st->st_size || mtime != ns_of(&st->st_mtim) || ctime != ns_of(&st->st_ctim) ||
-            !layer_digest_valid(digest))
+            size != (json_int_t) st->st_size || mtime != ns_of(&st->st_mtim) ||
+            ctime != ns_of(&st->st_ctim) || !layer_digest_valid(digest))
                 return false;
         *ret_digest = digest;
         return true;
@@ -136,8 +137,8 @@ static bool same_stat(json_t *entry, const struct stat *st, const char **ret_dig
 static bool same_file(const struct stat *a, const struct stat *b)
 {
         return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
-               ns_of(&a->st_mtim) == ns_of(&b->st_mtim) && ns_of(&a->st_ctim) == ns_of(&b->st_ctim) &&
-               a->st_mode == b->st_mode;
+               ns_of(&a->st_mtim) == ns_of(&b->st_mtim) &&
+               ns_of(&a->st_ctim) == ns_of(&b->st_ctim) && a->st_mode == b->st_mode;
 }
 
 /* Reads the file and hashes it; *ret_st is its stat before the read. */
@@ -179,7 +180,8 @@ static int hash_file(const struct cp_entry *e, struct stat *ret_st, char ret[LAY
         return 0;
 }
 
-int bld_context_hash_file(const struct cp_entry *e, char ret[LAYER_DIGEST_SIZE], struct kiln_error **err)
+int bld_context_hash_file(const struct cp_entry *e, char ret[LAYER_DIGEST_SIZE],
+                          struct kiln_error **err)
 {
         struct stat st;
 
@@ -212,8 +214,9 @@ int bld_context_digest(struct bld_build *b, const struct cp_entry *e, char ret[L
                 return 0; /* racily clean: its stat cannot vouch for its content next time */
         pthread_mutex_lock(&s->lock);
         json_object_set_new(s->files, e->path,
-                            json_pack("[I, I, I, I, I, s]", (json_int_t) st.st_dev, (json_int_t) st.st_ino,
-                                      (json_int_t) st.st_size, (json_int_t) ns_of(&st.st_mtim),
+                            json_pack("[I, I, I, I, I, s]", (json_int_t) st.st_dev,
+                                      (json_int_t) st.st_ino, (json_int_t) st.st_size,
+                                      (json_int_t) ns_of(&st.st_mtim),
                                       (json_int_t) ns_of(&st.st_ctim), ret));
         s->dirty = true;
         pthread_mutex_unlock(&s->lock);
@@ -231,7 +234,8 @@ static void sums_save(struct bld_context_sums *s)
 
         if (!s->dirty || s->dirfd < 0)
                 return;
-        j = json_pack("{s:i, s:s, s:O}", "version", RECORD_VERSION, "context", s->context, "files", s->files);
+        j = json_pack("{s:i, s:s, s:O}", "version", RECORD_VERSION, "context", s->context, "files",
+                      s->files);
         data = j ? json_dumps(j, JSON_COMPACT) : NULL;
         json_decref(j);
         if (!data)

@@ -2036,14 +2036,17 @@ static int walk_all(struct copier *c, const struct cp_opts *o, struct kiln_error
         if (collect_sources(c, o, &items, err) < 0)
                 return -1;
         if (items.n == 0)
-                return kiln_error_new(err, KILN_ERR_NOTFOUND, "%s failed: no source files were specified",
+                return kiln_error_new(err, KILN_ERR_NOTFOUND,
+                                      "%s failed: no source files were specified",
                                       o->add ? "ADD" : "COPY");
         if (plan_dest(o, items.n, &p, err) < 0)
                 goto out;
         for (i = 0; i < items.n; i++) {
                 const struct item *it = &items.v[i];
                 _cleanup_free_ char *top = path_join(it->comps.v, 0, it->comps.n);
-                struct cp_entry e = { .top = top, .source = it->source, .kept_from = it->kept_from };
+                struct cp_entry e = { .top = top,
+                                      .source = it->source,
+                                      .kept_from = it->kept_from };
                 _cleanup_close_ int pfd = -1;
                 struct src s;
                 bool copied;
@@ -2063,8 +2066,9 @@ out:
 }
 
 /* A copier for `src` and `opts`: its --chmod and --exclude parsed into `mode` and `exclude`. */
-static int copier_init(struct copier *c, const struct cp_source *src, int destfd, const struct cp_opts *opts,
-                       struct mode_spec *mode, struct df_ignore **exclude, struct kiln_error **err)
+static int copier_init(struct copier *c, const struct cp_source *src, int destfd,
+                       const struct cp_opts *opts, struct mode_spec *mode,
+                       struct df_ignore **exclude, struct kiln_error **err)
 {
         const char *what = opts->add ? "ADD" : "COPY";
 
@@ -2072,7 +2076,9 @@ static int copier_init(struct copier *c, const struct cp_source *src, int destfd
                 .srcroot = src->rootfd,
                 .destroot = destfd,
                 .ignore = src->ignore,
-                .owner = opts->chown ? OWNER_SET : src->keep_owners && !opts->only_root ? OWNER_KEEP : OWNER_ROOT,
+                .owner = opts->chown                            ? OWNER_SET
+                         : src->keep_owners && !opts->only_root ? OWNER_KEEP
+                                                                : OWNER_ROOT,
                 .uid = opts->uid,
                 .gid = opts->gid,
         };

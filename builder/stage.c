@@ -1069,12 +1069,14 @@ static int copy_source(struct bld_stage *st, const struct df_instr *in, struct b
         const struct df_edge *e = copy_edge(st, in);
 
         if (!e)
-                return kiln_error_new(err, KILN_ERR_INVALID, "COPY --from=%s: the stage graph has no such source",
+                return kiln_error_new(err, KILN_ERR_INVALID,
+                                      "COPY --from=%s: the stage graph has no such source",
                                       in->copy.from.text);
         if (e->stage != SIZE_MAX && b->trees) {
                 /* its tree, final since that stage is done (bld_tree_stage_done) */
                 if (!b->stages[e->stage].tree)
-                        return kiln_error_new(err, KILN_ERR_INVALID, "COPY --from=%s: the stage has no tree",
+                        return kiln_error_new(err, KILN_ERR_INVALID,
+                                              "COPY --from=%s: the stage has no tree",
                                               in->copy.from.text);
                 *ret_lowers = xcalloc(2, sizeof(char *));
                 (*ret_lowers)[0] = b->stages[e->stage].tree;
@@ -1115,7 +1117,8 @@ static void key_instruction(struct bld_key *k, const struct df_instr *in, const 
         json_object_set_new(j, "from", c->from.text ? json_string(c->from.text) : json_null());
         json_object_set_new(j, "chown", c->chown.text ? json_string(c->chown.text) : json_null());
         json_object_set_new(j, "chmod", c->chmod.text ? json_string(c->chmod.text) : json_null());
-        json_object_set_new(j, "checksum", c->checksum.text ? json_string(c->checksum.text) : json_null());
+        json_object_set_new(j, "checksum",
+                            c->checksum.text ? json_string(c->checksum.text) : json_null());
         json_object_set_new(j, "link", json_boolean(c->link));
         json_object_set_new(j, "parents", json_boolean(c->parents));
         json_object_set_new(j, "keep_git_dir", json_boolean(c->keep_git_dir));
@@ -1138,7 +1141,7 @@ struct source_check {
 
 struct key_walk {
         struct bld_stage *st;
-        struct bld_key *k;            /* NULL: only the stats (the check after the copy) */
+        struct bld_key *k; /* NULL: only the stats (the check after the copy) */
         struct layer_sha256 *stats;
         int64_t racy_after;
 };
@@ -1157,18 +1160,21 @@ static void stats_add(struct layer_sha256 *h, const void *data, size_t len)
 }
 
 /* Notes an entry's stat for the check, and a racily changed file's digest (read if NULL). */
-static int note_stat(struct key_walk *w, const struct cp_entry *e, const char *digest, struct kiln_error **err)
+static int note_stat(struct key_walk *w, const struct cp_entry *e, const char *digest,
+                     struct kiln_error **err)
 {
         const struct stat *st = e->st;
-        int64_t newest = ns_of(&st->st_mtim) > ns_of(&st->st_ctim) ? ns_of(&st->st_mtim) : ns_of(&st->st_ctim);
+        int64_t newest = ns_of(&st->st_mtim) > ns_of(&st->st_ctim) ? ns_of(&st->st_mtim)
+                                                                   : ns_of(&st->st_ctim);
         char buf[256], read_digest[LAYER_DIGEST_SIZE];
         int n;
 
         if (e->is_inline)
                 return 0;
         stats_add(w->stats, e->path, strlen(e->path));
-        n = snprintf(buf, sizeof(buf), "%d %o %llu %llu %lld %lld %lld", (int) e->parent, (unsigned) st->st_mode,
-                     (unsigned long long) st->st_dev, (unsigned long long) st->st_ino, (long long) st->st_size,
+        n = snprintf(buf, sizeof(buf), "%d %o %llu %llu %lld %lld %lld", (int) e->parent,
+                     (unsigned) st->st_mode, (unsigned long long) st->st_dev,
+                     (unsigned long long) st->st_ino, (long long) st->st_size,
                      (long long) ns_of(&st->st_mtim), (long long) ns_of(&st->st_ctim));
         stats_add(w->stats, buf, (size_t) n);
         if (S_ISREG(st->st_mode) && !e->hardlink && !e->parent && newest >= w->racy_after) {
@@ -1195,8 +1201,8 @@ static int key_entry(void *ctx, const struct cp_entry *e, struct kiln_error **er
         if (e->top && !e->parent) {
                 /* which source matched what: the names the entries get at the destination */
                 _cleanup_free_ char *item = xasprintf("item:%zu:%s", e->source, e->top);
-                _cleanup_free_ char *what = xasprintf("%s%s kept_from=%zu", e->is_inline ? "inline " : "",
-                                                      e->path, e->kept_from);
+                _cleanup_free_ char *what = xasprintf(
+                        "%s%s kept_from=%zu", e->is_inline ? "inline " : "", e->path, e->kept_from);
                 bld_key_field(w->k, item, what);
         }
         if (e->is_inline) {
@@ -1230,11 +1236,12 @@ static int key_entry(void *ctx, const struct cp_entry *e, struct kiln_error **er
                 break;
         case S_IFCHR:
         case S_IFBLK:
-                value = xasprintf("%s %04o %u:%u", type == S_IFCHR ? "chr" : "blk", (unsigned) e->mode,
-                                  major(e->st->st_rdev), minor(e->st->st_rdev));
+                value = xasprintf("%s %04o %u:%u", type == S_IFCHR ? "chr" : "blk",
+                                  (unsigned) e->mode, major(e->st->st_rdev), minor(e->st->st_rdev));
                 break;
         default:
-                return kiln_error_new(err, KILN_ERR_UNSUPPORTED, "'/%s': an unexpected type", e->path);
+                return kiln_error_new(err, KILN_ERR_UNSUPPORTED, "'/%s': an unexpected type",
+                                      e->path);
         }
         bld_key_field(w->k, name, value);
         return note_stat(w, e, digest[0] ? digest : NULL, err);
@@ -1246,7 +1253,8 @@ static void context_source(struct bld_build *b, struct cp_source *ret)
 }
 
 /* After the copy: whether the context's entries are still those the key was made of. */
-static bool sources_unchanged(struct bld_stage *st, const struct cp_opts *o, const struct source_check *check)
+static bool sources_unchanged(struct bld_stage *st, const struct cp_opts *o,
+                              const struct source_check *check)
 {
         _cleanup_(kiln_error_freep) struct kiln_error *werr = NULL;
         struct key_walk w = { .st = st, .racy_after = check->racy_after };
@@ -1274,8 +1282,8 @@ static bool sources_unchanged(struct bld_stage *st, const struct cp_opts *o, con
  * `check` gets what sources_unchanged() needs.
  */
 static int source_key(struct bld_stage *st, const struct df_instr *in, const struct cp_opts *o,
-                      struct bld_image_layers *img, char key[LAYER_DIGEST_SIZE], struct source_check *check,
-                      struct kiln_error **err)
+                      struct bld_image_layers *img, char key[LAYER_DIGEST_SIZE],
+                      struct source_check *check, struct kiln_error **err)
 {
         struct bld_build *b = st->b;
         struct bld_key k;
@@ -1301,8 +1309,8 @@ static int source_key(struct bld_stage *st, const struct df_instr *in, const str
                         _cleanup_buf_ struct kiln_buf layers = KILN_BUF_INIT;
                         size_t i;
                         for (i = 0; i < img->n; i++)
-                                kiln_buf_addf(&layers, NULL, "%s%s %s", i ? "," : "", img->digests[i],
-                                              img->diff_ids[i]);
+                                kiln_buf_addf(&layers, NULL, "%s%s %s", i ? "," : "",
+                                              img->digests[i], img->diff_ids[i]);
                         bld_key_field(&k, "from.image", layers.buf);
                 }
         } else {

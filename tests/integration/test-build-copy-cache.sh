@@ -156,6 +156,52 @@ sed -i 's/^first$/second/' "$H/Dockerfile"
 check "  its content changed: built" hb
 check "  both miss" hits 0
 
+# What is selected: a wildcard's matches only, a followed symlink's target, hardlinks; an image
+E="$WORK/sel"
+mkdir -p "$E/src/a/b" "$E/other"
+echo 1 >"$E/src/a/b/x.go"
+echo 2 >"$E/src/a/y.go"
+ln -s src/a/b "$E/linkdir"
+echo h >"$E/other/h1"
+ln "$E/other/h1" "$E/other/h2"
+# 4 steps
+cat >"$E/Dockerfile" <<'DF'
+FROM kiln-test/base:1
+COPY src/a/*.go /w/
+COPY linkdir /ld/
+COPY other /other/
+COPY --from=kiln-test/base:1 /etc/passwd /passwd
+DF
+eb() { "$KILN" build --progress plain -t kiln-test/sel:1 "$E" >"$WORK/log" 2>&1 || { tail -n 20 "$WORK/log" | sed 's/^/# /'; return 1; }; }
+check "selection: built" eb
+check "  again: all hit" eb
+check "  4 hits" hits 4
+echo 3 >"$E/src/a/b/x.go"
+check "a file the wildcard does not match changed (x.go is in b/): built" eb
+check "  COPY src/a/*.go hits, COPY linkdir (to src/a/b) misses" hits 1
+rm "$E/linkdir" && ln -s src/a "$E/linkdir"
+check "the followed symlink retargeted: built" eb
+check "  a miss there" hits 1
+rm "$E/linkdir" && ln -s src/a/b "$E/linkdir"
+echo 1 >"$E/src/a/b/x.go"
+check "  put back: all hit" eb
+check "  4 hits" hits 4
+rm "$E/other/h2" && cp "$E/other/h1" "$E/other/h2"
+check "a hardlink made a copy (the same content): built" eb
+check "  a miss there (the layer has no link now)" hits 2
+echo extra >"$B/etc/extra"
+check "COPY --from an image that changed: built" run 0 "$KILN" import -t kiln-test/base:1 "$B"
+sed -i 's|^FROM kiln-test/base:1$|FROM scratch|' "$E/Dockerfile"
+check "  (on scratch)" eb
+check "  the first three miss (another base), the image's COPY too" hits 0
+check "  again: all hit" eb
+check "  4 hits" hits 4
+rm "$B/etc/extra"
+check "  re-imported without the file (another layer: /etc's mtime changed): built" \
+        run 0 "$KILN" import -t kiln-test/base:1 "$B"
+check "  the COPY --from it misses" eb
+check "  3 hits" hits 3
+
 # A context of many files: a no-op rebuild opens none of them.
 L="$WORK/big"
 mkdir -p "$L/files"

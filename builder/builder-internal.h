@@ -571,7 +571,9 @@ int bld_isolation_auto(const char *dir, enum sb_isolation *ret, char **ret_why, 
  * Field names: "parent" (the previous step's key), "step" (its kind), "image.<key>" and
  * "config.<Key>" (the image config it sees, one field per setting), "build" (how layers are
  * written), and per kind: RUN "argv", "env.<NAME>", "network", "security"; FROM "base.layers",
- * "base.onbuild"; COPY/ADD "files" or one "file:<path>" per source file. */
+ * "base.onbuild"; COPY/ADD "instruction" and either "files" (what it wrote) or, by its sources,
+ * "from.stage", "from.image", or per entry from the context "item:<n>:<source as matched>",
+ * "file:<path>" ("<type> <mode> <sha256 | link target>"), "parent:<path>", "heredoc:<name>". */
 struct bld_key {
         struct layer_sha256 *h;
         json_t *fields;

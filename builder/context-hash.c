@@ -10,6 +10,10 @@
  * began is hashed but not kept. Entries are only hints: one that matches nothing is read again,
  * so two builds writing the record at once (the last one wins) cannot make a wrong digest.
  * The record is loaded on the first file asked for and written back once, when the build ends.
+ *
+ * Entries of files that are gone must not pile up: each write of the record is a generation, an
+ * entry notes the last one that used it (renewed every REFRESH generations, so a no-op rebuild
+ * need not write), and one unused for KEEP generations is dropped.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +34,8 @@
 #define RACY_SECONDS   2
 #define RECORD_VERSION 1
 #define RECORD_MAX     (256 * 1024 * 1024)
+#define REFRESH        8
+#define KEEP           64
 
 struct bld_context_sums {
         pthread_mutex_t lock;
@@ -37,7 +43,8 @@ struct bld_context_sums {
         int dirfd;     /* the store's .kiln/context, or -1: nothing is kept between builds */
         char *name;    /* "<sha256 of the context's path>.json" */
         char *context; /* the context's absolute path */
-        json_t *files; /* path -> [dev, ino, size, mtime_ns, ctime_ns, "sha256:..."] */
+        json_t *files; /* path -> [dev, ino, size, mtime_ns, ctime_ns, "sha256:...", gen] */
+        json_int_t generation; /* this build's: the record's last one plus one */
         bool dirty;
 };
 
@@ -101,6 +108,7 @@ static void sums_load(struct bld_build *b, struct bld_context_sums *s)
 
         s->loaded = true;
         s->files = json_object();
+        s->generation = 1;
         record_open(b, s);
         if (s->dirfd < 0)
                 return;
@@ -114,17 +122,19 @@ static void sums_load(struct bld_build *b, struct bld_context_sums *s)
             strcmp(json_string_value(json_object_get(j, "context")), s->context) == 0) {
                 json_decref(s->files);
                 s->files = json_incref(files);
+                s->generation = json_integer_value(json_object_get(j, "generation")) + 1;
         }
         json_decref(j);
 }
 
-static bool same_stat(json_t *entry, const struct stat *st, const char **ret_digest)
+static bool same_stat(json_t *entry, const struct stat *st, const char **ret_digest,
+                      json_int_t *ret_gen)
 {
         json_int_t dev, ino, size, mtime, ctime;
         const char *digest;
 
-        if (json_unpack(entry, "[I, I, I, I, I, s]", &dev, &ino, &size, &mtime, &ctime, &digest) <
-            0)
+        if (json_unpack(entry, "[I, I, I, I, I, s, I]", &dev, &ino, &size, &mtime, &ctime, &digest,
+                        ret_gen) < 0)
                 return false;
         if ((uint64_t) dev != (uint64_t) st->st_dev || (uint64_t) ino != (uint64_t) st->st_ino ||
             size != (json_int_t) st->st_size || mtime != ns_of(&st->st_mtim) ||
@@ -195,13 +205,21 @@ int bld_context_digest(struct bld_build *b, const struct cp_entry *e, char ret[L
         struct timespec now;
         struct stat st = { 0 };
         const char *known = NULL;
+        json_t *entry;
+        json_int_t gen = 0;
         int64_t newest;
 
         pthread_mutex_lock(&s->lock);
         if (!s->loaded)
                 sums_load(b, s);
-        if (same_stat(json_object_get(s->files, e->path), e->st, &known))
+        entry = json_object_get(s->files, e->path);
+        if (same_stat(entry, e->st, &known, &gen)) {
                 snprintf(ret, LAYER_DIGEST_SIZE, "%s", known);
+                if (gen + REFRESH <= s->generation) {
+                        json_array_set_new(entry, 6, json_integer(s->generation));
+                        s->dirty = true;
+                }
+        }
         pthread_mutex_unlock(&s->lock);
         if (known)
                 return 0;
@@ -214,10 +232,10 @@ int bld_context_digest(struct bld_build *b, const struct cp_entry *e, char ret[L
                 return 0; /* racily clean: its stat cannot vouch for its content next time */
         pthread_mutex_lock(&s->lock);
         json_object_set_new(s->files, e->path,
-                            json_pack("[I, I, I, I, I, s]", (json_int_t) st.st_dev,
+                            json_pack("[I, I, I, I, I, s, I]", (json_int_t) st.st_dev,
                                       (json_int_t) st.st_ino, (json_int_t) st.st_size,
                                       (json_int_t) ns_of(&st.st_mtim),
-                                      (json_int_t) ns_of(&st.st_ctim), ret));
+                                      (json_int_t) ns_of(&st.st_ctim), ret, s->generation));
         s->dirty = true;
         pthread_mutex_unlock(&s->lock);
         return 0;
@@ -229,13 +247,18 @@ static atomic_uint tmp_seq;
 static void sums_save(struct bld_context_sums *s)
 {
         _cleanup_free_ char *tmp = NULL, *data = NULL;
-        json_t *j;
+        const char *path;
+        json_t *j, *entry;
+        void *iter;
         int fd;
 
         if (!s->dirty || s->dirfd < 0)
                 return;
-        j = json_pack("{s:i, s:s, s:O}", "version", RECORD_VERSION, "context", s->context, "files",
-                      s->files);
+        json_object_foreach_safe(s->files, iter, path,
+                                 entry) if (json_integer_value(json_array_get(entry, 6)) + KEEP <
+                                            s->generation) json_object_del(s->files, path);
+        j = json_pack("{s:i, s:s, s:I, s:O}", "version", RECORD_VERSION, "context", s->context,
+                      "generation", s->generation, "files", s->files);
         data = j ? json_dumps(j, JSON_COMPACT) : NULL;
         json_decref(j);
         if (!data)

@@ -411,6 +411,7 @@ static void build_release(struct bld_build *b)
         struct scratch_job j = { .store = b->o->store, .name = b->scratch_name };
         size_t i;
 
+        bld_context_sums_close(b);
         for (i = 0; b->stages && i < b->o->graph->n_stages; i++)
                 bld_stage_release(&b->stages[i]);
         free(b->stages);

@@ -282,6 +282,42 @@ struct cp_opts {
 int cp_copy(const struct cp_source *src, int destfd, const struct cp_opts *opts,
             struct kiln_error **err);
 
+/* One entry cp_copy() would copy, as cp_walk() finds it. */
+struct cp_entry {
+        const char *top;       /* an item, a source as written expanded: its cleaned path
+                                * (wildcards replaced by their match); NULL below an item */
+        size_t source;         /* which of opts->srcs it comes from */
+        size_t kept_from;      /* --parents: top's components from this one are kept */
+        bool parent;           /* --parents: a directory made above the item, with `st` */
+        const char *path;      /* its real path in the source root ("" the root); an inline
+                                * source's name */
+        const struct stat *st; /* its type and permission bits as found */
+        mode_t mode;           /* the permission bits it lands with (--chmod applied) */
+        const char *link;      /* a symlink's target */
+        const char *hardlink;  /* a file already listed for this source with the same inode:
+                                * copied as a hardlink to it; else NULL */
+        int dirfd;             /* a regular file: `name` in `dirfd` (open it O_NOFOLLOW and
+                                * check the inode), ... */
+        const char *name;
+        const char *data; /* ... or inline content (is_inline) */
+        size_t len;
+        bool is_inline;
+};
+
+/**
+ * Lists what cp_copy() with the same `src` and `opts` would copy, without a destination and
+ * without reading any file: each item (a source as written, expanded) then, for a directory,
+ * every entry below it that is not excluded, in the order cp_copy() copies them, each passed
+ * to fn. Selection is cp_copy()'s own code (wildcards, symlinks followed, .dockerignore,
+ * --exclude and "!" patterns, --parents); an excluded directory entered for "!" patterns is
+ * listed even when nothing in it is copied. Sockets are not listed. Raises what cp_copy()
+ * would for a missing source or several sources to a non-directory; UNSUPPORTED for a
+ * downloaded source; fn's errors.
+ */
+int cp_walk(const struct cp_source *src, const struct cp_opts *opts,
+            int (*fn)(void *ctx, const struct cp_entry *e, struct kiln_error **err), void *ctx,
+            struct kiln_error **err);
+
 /* ------------------------------------------------------------------------------------ */
 /* Users and groups of an image (builder/user-db.c)                                       */
 /* ------------------------------------------------------------------------------------ */
@@ -388,6 +424,7 @@ struct bld_layer {
 };
 
 struct bld_build;
+struct bld_context_sums;
 struct bld_none;
 struct bld_cache_entry;
 
@@ -425,6 +462,7 @@ struct bld_build {
         char *empty_dir;              /* the lower directory of FROM scratch */
         struct bld_stage *stages;     /* one per graph stage */
         int64_t created;              /* timestamps written into the image */
+        struct bld_context_sums *context_sums; /* the context's file digests; NULL until used */
         pthread_mutex_t lock;         /* events, step numbers, failure */
         unsigned next_step;
         bool failed;
@@ -553,7 +591,9 @@ int bld_isolation_auto(const char *dir, enum sb_isolation *ret, char **ret_why, 
  * Field names: "parent" (the previous step's key), "step" (its kind), "image.<key>" and
  * "config.<Key>" (the image config it sees, one field per setting), "build" (how layers are
  * written), and per kind: RUN "argv", "env.<NAME>", "network", "security"; FROM "base.layers",
- * "base.onbuild"; COPY/ADD "files" or one "file:<path>" per source file. */
+ * "base.onbuild"; COPY/ADD "instruction" and either "files" (what it wrote) or, by its sources,
+ * "from.stage", "from.image", or per entry from the context "item:<n>:<source as matched>",
+ * "file:<path>" ("<type> <mode> <sha256 | link target>"), "parent:<path>", "heredoc:<name>". */
 struct bld_key {
         struct layer_sha256 *h;
         json_t *fields;
@@ -636,6 +676,28 @@ struct bld_cache_gc {
  * cannot be read. */
 int bld_cache_gc_mark(struct layer_store *store, struct layer_gc *gc, void *ctx,
                       struct kiln_error **err);
+
+/* ------------------------------------------------------------------------------------ */
+/* Digests of the build context's files, kept between builds (builder/context-hash.c)     */
+/* ------------------------------------------------------------------------------------ */
+
+/**
+ * The sha256 of a regular file of the build context as cp_walk() lists it (e->dirfd, e->name;
+ * e->path its path in the context, e->st its stat): the one the store's record for the context
+ * holds when the file's device, inode, size, mtime and ctime still match, so it is not opened;
+ * else read (bounded memory) and recorded. Safe from several stages at once. IO when the file
+ * cannot be read or changed while it was read.
+ */
+int bld_context_digest(struct bld_build *b, const struct cp_entry *e, char ret[LAYER_DIGEST_SIZE],
+                       struct kiln_error **err);
+
+/** The same read every time, never from or into the record. */
+int bld_context_hash_file(const struct cp_entry *e, char ret[LAYER_DIGEST_SIZE],
+                          struct kiln_error **err);
+
+/** At the end of a build: writes the record back when it changed (temp file, fsync, rename;
+ * best effort) and frees it. */
+void bld_context_sums_close(struct bld_build *b);
 
 /** Runs a stage from FROM to its last instruction. */
 int bld_stage_run(struct bld_stage *st, struct kiln_error **err);

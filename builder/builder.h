@@ -140,6 +140,8 @@ struct bld_build_opts {
         const struct df_graph *graph;    /* the parsed Dockerfile, with --target and build args */
         int context_fd;                  /* O_PATH directory of the build context */
         const struct df_ignore *ignore;  /* its .dockerignore */
+        bool context_spooled;            /* it lives for this build only (a tar on stdin): no
+                                          * record of its files' digests is kept */
         const char *platform;            /* the target platform, "os/arch[/variant]" */
         enum bld_isolation isolation;
         enum bld_network network;

@@ -783,6 +783,7 @@ static int run_build(void *state, char **args, unsigned n_args, struct cli_ctx *
                 .graph = fe->graph,
                 .context_fd = fe->context_fd,
                 .ignore = fe->ignore,
+                .context_spooled = context != NULL,
                 .platform = fe->platform ? fe->platform : cli_host_platform(),
                 .isolation = o->isolation,
                 .network = o->network,

@@ -657,6 +657,9 @@ struct copier {
         struct link_map links;
         char *buf;
         struct timespec now;
+        /* cp_walk(): entries are passed to `visit` instead of copied (no destination) */
+        int (*visit)(void *ctx, const struct cp_entry *e, struct kiln_error **err);
+        void *visit_ctx;
 };
 
 static void link_map_release(struct link_map *m)
@@ -1164,12 +1167,60 @@ static int copy_dir(struct copier *c, const struct src *s, const struct dst *d, 
         return meta_fd(c, s, out, in, d->path, err);
 }
 
+/* cp_walk(): an entry passed to the visitor instead of copied, then a directory's children. */
+static int visit_entry(struct copier *c, const struct src *s, const struct cp_entry *top,
+                       bool *ret_copied, struct kiln_error **err)
+{
+        mode_t type = s->st.st_mode & S_IFMT;
+        _cleanup_free_ char *target = NULL;
+        _cleanup_close_ int in = -1;
+        struct cp_entry e = top ? *top : (struct cp_entry){ 0 };
+
+        *ret_copied = false;
+        if (type == S_IFSOCK)
+                return 0; /* nothing a layer can hold: copy_entry() skips it */
+        if (s->fetched)
+                return kiln_error_new(err, KILN_ERR_UNSUPPORTED, "'%s': a download is not listed",
+                                      s->fetched->src);
+        e.path = s->data ? s->name : s->path;
+        e.st = &s->st;
+        e.mode = mode_of(c, &s->st);
+        e.dirfd = s->data ? -1 : s->dirfd;
+        e.name = s->name;
+        e.data = s->data;
+        e.len = s->len;
+        e.is_inline = s->data != NULL;
+        if (type == S_IFLNK) {
+                target = read_link(s->dirfd, s->name, (size_t) s->st.st_size);
+                if (!target)
+                        return kiln_error_errno(err, KILN_ERR_IO, "readlink '/%s'", s->path);
+                e.link = target;
+        }
+        /* as copy_file() links them: within one source, by inode */
+        if (type == S_IFREG && !s->data && s->st.st_nlink > 1) {
+                e.hardlink = link_find(&c->links, &s->st);
+                if (!e.hardlink)
+                        link_add(&c->links, &s->st, s->path);
+        }
+        if (c->visit(c->visit_ctx, &e, err) < 0)
+                return -1;
+        *ret_copied = true;
+        if (type != S_IFDIR)
+                return 0;
+        in = open_src(s, O_RDONLY | O_DIRECTORY, err);
+        if (in < 0)
+                return -1;
+        return copy_children(c, in, s->path, s->xpath, -1, "", NULL, err);
+}
+
 static int copy_entry(struct copier *c, const struct src *s, const struct dst *d, bool *ret_copied,
                       struct kiln_error **err)
 {
         mode_t type = s->st.st_mode & S_IFMT;
         int r;
 
+        if (c->visit)
+                return visit_entry(c, s, NULL, ret_copied, err);
         *ret_copied = false;
         if (type == S_IFDIR)
                 return copy_dir(c, s, d, ret_copied, err);
@@ -1950,6 +2001,123 @@ out:
         return r;
 }
 
+/* --parents: the directories between the item's kept part and itself, each listed with its
+ * source directory's metadata (parent_dirs() makes them so). */
+static int walk_parents(struct copier *c, const struct item *it, const struct cp_entry *top,
+                        struct kiln_error **err)
+{
+        size_t i;
+
+        for (i = it->kept_from; i + 1 < it->comps.n; i++) {
+                _cleanup_free_ char *lex = path_join(it->comps.v, 0, i + 1);
+                struct cp_entry e = *top;
+                struct stat st;
+
+                if (stat_source_dir(c, lex, &st, err) < 0)
+                        return -1;
+                e.parent = true;
+                e.path = lex;
+                e.st = &st;
+                e.mode = mode_of(c, &st);
+                e.dirfd = -1;
+                if (c->visit(c->visit_ctx, &e, err) < 0)
+                        return -1;
+        }
+        return 0;
+}
+
+static int walk_all(struct copier *c, const struct cp_opts *o, struct kiln_error **err)
+{
+        _cleanup_(items_release) struct items items = { 0 };
+        struct plan p = { 0 };
+        size_t i;
+        int r = -1;
+
+        if (collect_sources(c, o, &items, err) < 0)
+                return -1;
+        if (items.n == 0)
+                return kiln_error_new(err, KILN_ERR_NOTFOUND,
+                                      "%s failed: no source files were specified",
+                                      o->add ? "ADD" : "COPY");
+        if (plan_dest(o, items.n, &p, err) < 0)
+                goto out;
+        for (i = 0; i < items.n; i++) {
+                const struct item *it = &items.v[i];
+                _cleanup_free_ char *top = path_join(it->comps.v, 0, it->comps.n);
+                struct cp_entry e = { .top = top,
+                                      .source = it->source,
+                                      .kept_from = it->kept_from };
+                _cleanup_close_ int pfd = -1;
+                struct src s;
+                bool copied;
+
+                if (i > 0 && it->source != items.v[i - 1].source)
+                        link_map_release(&c->links);
+                if (o->parents && !it->is_inline && it->kept_from < it->comps.n &&
+                    walk_parents(c, it, &e, err) < 0)
+                        goto out;
+                if (item_src(c, it, &s, &pfd, err) < 0 || visit_entry(c, &s, &e, &copied, err) < 0)
+                        goto out;
+        }
+        r = 0;
+out:
+        free(p.dest);
+        return r;
+}
+
+/* A copier for `src` and `opts`: its --chmod and --exclude parsed into `mode` and `exclude`. */
+static int copier_init(struct copier *c, const struct cp_source *src, int destfd,
+                       const struct cp_opts *opts, struct mode_spec *mode,
+                       struct df_ignore **exclude, struct kiln_error **err)
+{
+        const char *what = opts->add ? "ADD" : "COPY";
+
+        *c = (struct copier){
+                .srcroot = src->rootfd,
+                .destroot = destfd,
+                .ignore = src->ignore,
+                .owner = opts->chown                            ? OWNER_SET
+                         : src->keep_owners && !opts->only_root ? OWNER_KEEP
+                                                                : OWNER_ROOT,
+                .uid = opts->uid,
+                .gid = opts->gid,
+        };
+        if (opts->n_srcs == 0)
+                return kiln_error_new(err, KILN_ERR_INVALID, "%s: no source given", what);
+        if (opts->chmod && opts->chmod_spec) {
+                if (mode_parse(opts->chmod_spec, mode, err) < 0)
+                        return kiln_error_wrap(err, "%s", what);
+                c->mode = mode;
+        }
+        if (opts->n_excludes) {
+                if (df_ignore_new(opts->excludes, opts->n_excludes, exclude, err) < 0)
+                        return kiln_error_wrap(err, "%s: --exclude", what);
+                c->exclude = *exclude;
+        }
+        clock_gettime(CLOCK_REALTIME, &c->now);
+        return 0;
+}
+
+int cp_walk(const struct cp_source *src, const struct cp_opts *opts,
+            int (*fn)(void *ctx, const struct cp_entry *e, struct kiln_error **err), void *ctx,
+            struct kiln_error **err)
+{
+        _cleanup_(df_ignore_freep) struct df_ignore *exclude = NULL;
+        _cleanup_(mode_spec_release) struct mode_spec mode = { 0 };
+        struct copier c;
+        int r;
+
+        if (copier_init(&c, src, -1, opts, &mode, &exclude, err) < 0)
+                return -1;
+        c.visit = fn;
+        c.visit_ctx = ctx;
+        r = walk_all(&c, opts, err);
+        link_map_release(&c.links);
+        if (r < 0)
+                return kiln_error_wrap(err, "%s", opts->add ? "ADD" : "COPY");
+        return 0;
+}
+
 int cp_copy(const struct cp_source *src, int destfd, const struct cp_opts *opts,
             struct kiln_error **err)
 {
@@ -1957,30 +2125,12 @@ int cp_copy(const struct cp_source *src, int destfd, const struct cp_opts *opts,
         _cleanup_(mode_spec_release) struct mode_spec mode = { 0 };
         _cleanup_free_ char *buf = xmalloc(CHUNK_SIZE);
         const char *what = opts->add ? "ADD" : "COPY";
-        struct copier c = {
-                .srcroot = src->rootfd,
-                .destroot = destfd,
-                .ignore = src->ignore,
-                .owner = opts->chown ? OWNER_SET : src->keep_owners && !opts->only_root ? OWNER_KEEP : OWNER_ROOT,
-                .uid = opts->uid,
-                .gid = opts->gid,
-                .buf = buf,
-        };
+        struct copier c;
         int r;
 
-        if (opts->n_srcs == 0)
-                return kiln_error_new(err, KILN_ERR_INVALID, "%s: no source given", what);
-        if (opts->chmod && opts->chmod_spec) {
-                if (mode_parse(opts->chmod_spec, &mode, err) < 0)
-                        return kiln_error_wrap(err, "%s", what);
-                c.mode = &mode;
-        }
-        if (opts->n_excludes) {
-                if (df_ignore_new(opts->excludes, opts->n_excludes, &exclude, err) < 0)
-                        return kiln_error_wrap(err, "%s: --exclude", what);
-                c.exclude = exclude;
-        }
-        clock_gettime(CLOCK_REALTIME, &c.now);
+        if (copier_init(&c, src, destfd, opts, &mode, &exclude, err) < 0)
+                return -1;
+        c.buf = buf;
         r = copy_all(&c, opts, err);
         link_map_release(&c.links);
         if (r < 0)

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -537,15 +538,15 @@ static int from_image(struct bld_stage *st, const char *ref, const char *platfor
         if (resolve_image(b, ref, platform, &img, err) < 0)
                 return -1;
         /* without overlay the stage's tree is made from the layers (stage-tree.c); with the
-         * cache the lower directory waits for the first step that runs (settle()) */
-        if (!b->trees && !(b->cache && img.n > 0) && image_rootfs(b, &img, &path, err) < 0)
+         * cache, its root filesystem when a step first needs it (settle): not when all hit */
+        if (!b->trees && !b->cache && image_rootfs(b, &img, &path, err) < 0)
                 goto out;
-        st->unsettled = b->cache && !b->trees && img.n > 0;
         st->config = json_incref(img.config);
         for (i = 0; i < img.n; i++)
                 add_layer(st, img.digests[i], img.diff_ids[i], img.sizes[i], img.media_types[i]);
         if (path)
                 add_lower(st, path);
+        st->unsettled = !b->trees && b->cache;
         r = 0;
 out:
         bld_image_layers_release(&img);
@@ -588,19 +589,21 @@ static int from_stage(struct bld_stage *st, struct bld_stage *base, struct kiln_
 {
         size_t i;
 
-        /* an unsettled base (all its steps hit) stays so: its layers are made into a lower
-         * directory only when a step here runs */
-        pthread_mutex_lock(&st->b->lock);
-        st->unsettled = base->unsettled;
-        pthread_mutex_unlock(&st->b->lock);
+        /* with the cache, a base whose steps all hit has no root filesystem yet: this stage's is
+         * made from the layers when a step of it first needs one (settle) */
+        if (!st->b->cache && settle_other(base, err) < 0)
+                return -1;
         if (base->chain)
                 st->chain = json_deep_copy(base->chain);
         st->config = json_deep_copy(base->config);
         for (i = 0; i < base->n_layers; i++)
                 add_layer(st, base->layers[i].digest, base->layers[i].diff_id, base->layers[i].size,
                           base->layers[i].media_type);
-        for (i = 0; !st->unsettled && i < base->n_lowers; i++)
+        pthread_mutex_lock(&st->b->lock);
+        st->unsettled = base->unsettled;
+        for (i = 0; !base->unsettled && i < base->n_lowers; i++)
                 add_lower(st, base->lowers[i]);
+        pthread_mutex_unlock(&st->b->lock);
         memcpy(st->key, base->key, LAYER_DIGEST_SIZE);
         return 0;
 }
@@ -1095,45 +1098,290 @@ static char *copy_history(const struct df_instr *in)
         return kiln_buf_detach(&h, NULL);
 }
 
-/* COPY --from: an earlier stage by name or index, else an image. */
+/* The graph's edge of a COPY --from: an earlier stage or an image; NULL when it has none. */
+static const struct df_edge *copy_edge(struct bld_stage *st, const struct df_instr *in)
+{
+        const struct df_gstage *gs = &st->b->o->graph->stages[st->index];
+        size_t i;
+
+        for (i = 0; i < gs->n_edges; i++)
+                if (gs->edges[i].instr->node == in->node && gs->edges[i].kind == DF_EDGE_COPY)
+                        return &gs->edges[i];
+        return NULL;
+}
+
+/* COPY --from: an earlier stage by name or index, else an image (`img`, unless the key has
+ * resolved it already). */
 static int copy_source(struct bld_stage *st, const struct df_instr *in, struct bld_image_layers *img,
                        const char ***ret_lowers, size_t *ret_n, char **ret_rootfs, struct kiln_error **err)
 {
         struct bld_build *b = st->b;
-        const struct df_gstage *gs = &b->o->graph->stages[st->index];
-        size_t i;
+        const struct df_edge *e = copy_edge(st, in);
 
-        for (i = 0; i < gs->n_edges; i++) {
-                const struct df_edge *e = &gs->edges[i];
-                if (e->instr->node != in->node || e->kind != DF_EDGE_COPY)
-                        continue;
-                if (e->stage != SIZE_MAX && b->trees) {
-                        /* its tree, final since that stage is done (bld_tree_stage_done) */
-                        if (!b->stages[e->stage].tree)
-                                return kiln_error_new(err, KILN_ERR_INVALID, "COPY --from=%s: the stage has no tree",
-                                                      in->copy.from.text);
-                        *ret_lowers = xcalloc(2, sizeof(char *));
-                        (*ret_lowers)[0] = b->stages[e->stage].tree;
-                        *ret_n = 1;
-                        return 0;
-                }
-                if (e->stage != SIZE_MAX) {
-                        if (settle_other(&b->stages[e->stage], err) < 0)
-                                return -1;
-                        *ret_lowers = lowers_top_first(&b->stages[e->stage]);
-                        *ret_n = b->stages[e->stage].n_lowers;
-                        return 0;
-                }
-                if (resolve_image(b, e->image, b->o->platform, img, err) < 0 ||
-                    image_rootfs(b, img, ret_rootfs, err) < 0)
-                        return -1;
+        if (!e)
+                return kiln_error_new(err, KILN_ERR_INVALID,
+                                      "COPY --from=%s: the stage graph has no such source",
+                                      in->copy.from.text);
+        if (e->stage != SIZE_MAX && b->trees) {
+                /* its tree, final since that stage is done (bld_tree_stage_done) */
+                if (!b->stages[e->stage].tree)
+                        return kiln_error_new(err, KILN_ERR_INVALID,
+                                              "COPY --from=%s: the stage has no tree",
+                                              in->copy.from.text);
                 *ret_lowers = xcalloc(2, sizeof(char *));
-                (*ret_lowers)[0] = *ret_rootfs;
+                (*ret_lowers)[0] = b->stages[e->stage].tree;
                 *ret_n = 1;
                 return 0;
         }
-        return kiln_error_new(err, KILN_ERR_INVALID, "COPY --from=%s: the stage graph has no such source",
-                              in->copy.from.text);
+        if (e->stage != SIZE_MAX) {
+                if (settle_other(&b->stages[e->stage], err) < 0)
+                        return -1;
+                *ret_lowers = lowers_top_first(&b->stages[e->stage]);
+                *ret_n = b->stages[e->stage].n_lowers;
+                return 0;
+        }
+        if ((!img->config && resolve_image(b, e->image, b->o->platform, img, err) < 0) ||
+            image_rootfs(b, img, ret_rootfs, err) < 0)
+                return -1;
+        *ret_lowers = xcalloc(2, sizeof(char *));
+        (*ret_lowers)[0] = *ret_rootfs;
+        *ret_n = 1;
+        return 0;
+}
+
+/* The instruction as far as it decides what lands, given the sources: every flag that
+ * changes the result, the sources as written (expanded) and the destination. */
+static void key_instruction(struct bld_key *k, const struct df_instr *in, const struct cp_opts *o)
+{
+        const struct df_copy *c = &in->copy;
+        json_t *j = json_object(), *srcs = json_array(), *excludes = json_array();
+        size_t i;
+
+        for (i = 0; i < o->n_srcs; i++)
+                json_array_append_new(srcs, json_string(o->srcs[i]));
+        for (i = 0; i < o->n_excludes; i++)
+                json_array_append_new(excludes, json_string(o->excludes[i]));
+        json_object_set_new(j, "srcs", srcs);
+        json_object_set_new(j, "dest", json_string(o->dest ? o->dest : ""));
+        json_object_set_new(j, "excludes", excludes);
+        json_object_set_new(j, "from", c->from.text ? json_string(c->from.text) : json_null());
+        json_object_set_new(j, "chown", c->chown.text ? json_string(c->chown.text) : json_null());
+        json_object_set_new(j, "chmod", c->chmod.text ? json_string(c->chmod.text) : json_null());
+        json_object_set_new(j, "checksum",
+                            c->checksum.text ? json_string(c->checksum.text) : json_null());
+        json_object_set_new(j, "link", json_boolean(c->link));
+        json_object_set_new(j, "parents", json_boolean(c->parents));
+        json_object_set_new(j, "keep_git_dir", json_boolean(c->keep_git_dir));
+        json_object_set_new(j, "unpack", json_integer(c->unpack));
+        json_object_set_new(j, "add", json_boolean(o->add));
+        bld_key_field_json(k, "instruction", j);
+        json_decref(j);
+}
+
+/*
+ * The context's files may change between the key and the copy: the entry recorded under a key
+ * must hold what the key says. The key's walk notes every entry's stat, and a second walk after
+ * the copy (stat only) must find the same; a file changed too recently for its stat to prove
+ * anything (as context-hash.c's racily clean files) is read again and its digest compared.
+ */
+struct source_check {
+        char stats[LAYER_DIGEST_SIZE]; /* the entries' stats; "" when not from the context */
+        int64_t racy_after;            /* ns: files changed since then are read again */
+};
+
+struct key_walk {
+        struct bld_stage *st;
+        struct bld_key *k; /* NULL: only the stats (the check after the copy) */
+        struct layer_sha256 *stats;
+        int64_t racy_after;
+};
+
+static int64_t ns_of(const struct timespec *t)
+{
+        return (int64_t) t->tv_sec * 1000000000 + t->tv_nsec;
+}
+
+static void stats_add(struct layer_sha256 *h, const void *data, size_t len)
+{
+        uint64_t n = len;
+
+        layer_sha256_update(h, &n, sizeof(n));
+        layer_sha256_update(h, data, len);
+}
+
+/* Notes an entry's stat for the check, and a racily changed file's digest (read if NULL). */
+static int note_stat(struct key_walk *w, const struct cp_entry *e, const char *digest,
+                     struct kiln_error **err)
+{
+        const struct stat *st = e->st;
+        int64_t newest = ns_of(&st->st_mtim) > ns_of(&st->st_ctim) ? ns_of(&st->st_mtim)
+                                                                   : ns_of(&st->st_ctim);
+        char buf[256], read_digest[LAYER_DIGEST_SIZE];
+        int n;
+
+        if (e->is_inline)
+                return 0;
+        stats_add(w->stats, e->path, strlen(e->path));
+        n = snprintf(buf, sizeof(buf), "%d %o %llu %llu %lld %lld %lld", (int) e->parent,
+                     (unsigned) st->st_mode, (unsigned long long) st->st_dev,
+                     (unsigned long long) st->st_ino, (long long) st->st_size,
+                     (long long) ns_of(&st->st_mtim), (long long) ns_of(&st->st_ctim));
+        stats_add(w->stats, buf, (size_t) n);
+        if (S_ISREG(st->st_mode) && !e->hardlink && !e->parent && newest >= w->racy_after) {
+                if (!digest) {
+                        if (bld_context_hash_file(e, read_digest, err) < 0)
+                                return -1;
+                        digest = read_digest;
+                }
+                stats_add(w->stats, digest, strlen(digest));
+        }
+        return 0;
+}
+
+/* One entry of COPY's sources as a key field: what it is and how it lands, never its times. */
+static int key_entry(void *ctx, const struct cp_entry *e, struct kiln_error **err)
+{
+        struct key_walk *w = ctx;
+        mode_t type = e->st->st_mode & S_IFMT;
+        char digest[LAYER_DIGEST_SIZE] = "";
+        _cleanup_free_ char *name = NULL, *value = NULL;
+
+        if (!w->k)
+                return note_stat(w, e, NULL, err);
+        if (e->top && !e->parent) {
+                /* which source matched what: the names the entries get at the destination */
+                _cleanup_free_ char *item = xasprintf("item:%zu:%s", e->source, e->top);
+                _cleanup_free_ char *what = xasprintf(
+                        "%s%s kept_from=%zu", e->is_inline ? "inline " : "", e->path, e->kept_from);
+                bld_key_field(w->k, item, what);
+        }
+        if (e->is_inline) {
+                _cleanup_(layer_sha256_freep) struct layer_sha256 *h = layer_sha256_new();
+                layer_sha256_update(h, e->data, e->len);
+                layer_sha256_final(h, digest);
+                name = xasprintf("heredoc:%s", e->path);
+                value = xasprintf("file %04o %s", (unsigned) e->mode, digest);
+                bld_key_field(w->k, name, value);
+                return 0;
+        }
+        name = xasprintf("%s:%s", e->parent ? "parent" : "file", e->path[0] ? e->path : ".");
+        switch (type) {
+        case S_IFDIR:
+                value = xasprintf("dir %04o", (unsigned) e->mode);
+                break;
+        case S_IFREG:
+                if (e->hardlink) {
+                        value = xasprintf("file %04o hardlink %s", (unsigned) e->mode, e->hardlink);
+                        break;
+                }
+                if (bld_context_digest(w->st->b, e, digest, err) < 0)
+                        return -1;
+                value = xasprintf("file %04o %s", (unsigned) e->mode, digest);
+                break;
+        case S_IFLNK:
+                value = xasprintf("symlink %s", e->link);
+                break;
+        case S_IFIFO:
+                value = xasprintf("fifo %04o", (unsigned) e->mode);
+                break;
+        case S_IFCHR:
+        case S_IFBLK:
+                value = xasprintf("%s %04o %u:%u", type == S_IFCHR ? "chr" : "blk",
+                                  (unsigned) e->mode, major(e->st->st_rdev), minor(e->st->st_rdev));
+                break;
+        default:
+                return kiln_error_new(err, KILN_ERR_UNSUPPORTED, "'/%s': an unexpected type",
+                                      e->path);
+        }
+        bld_key_field(w->k, name, value);
+        return note_stat(w, e, digest[0] ? digest : NULL, err);
+}
+
+static void context_source(struct bld_build *b, struct cp_source *ret)
+{
+        *ret = (struct cp_source){ .rootfd = b->o->context_fd, .ignore = b->o->ignore };
+}
+
+/* After the copy: whether the context's entries are still those the key was made of. */
+static bool sources_unchanged(struct bld_stage *st, const struct cp_opts *o,
+                              const struct source_check *check)
+{
+        _cleanup_(kiln_error_freep) struct kiln_error *werr = NULL;
+        struct key_walk w = { .st = st, .racy_after = check->racy_after };
+        char stats[LAYER_DIGEST_SIZE];
+        struct cp_source src;
+        int r;
+
+        if (!check->stats[0])
+                return true;
+        context_source(st->b, &src);
+        w.stats = layer_sha256_new();
+        r = cp_walk(&src, o, key_entry, &w, &werr);
+        layer_sha256_final(w.stats, stats);
+        layer_sha256_free(w.stats);
+        return r == 0 && strcmp(stats, check->stats) == 0;
+}
+
+/*
+ * COPY's and ADD's key from their sources, before anything is copied: the instruction and,
+ * from the context, every entry it would copy (the type, the mode it lands with, the content's
+ * digest or the link's target; owners follow from --chown); from a stage, that stage's key;
+ * from an image, its layers. No key (key[0] == '\0') when a source cannot be keyed: a download,
+ * a stage without a key, or sources that cannot be listed (the copy then raises the error).
+ * `img` gets an image --from names, for the copy; an image that cannot be found is the error.
+ * `check` gets what sources_unchanged() needs.
+ */
+static int source_key(struct bld_stage *st, const struct df_instr *in, const struct cp_opts *o,
+                      struct bld_image_layers *img, char key[LAYER_DIGEST_SIZE],
+                      struct source_check *check, struct kiln_error **err)
+{
+        struct bld_build *b = st->b;
+        struct bld_key k;
+        bool ok = true;
+
+        key[0] = '\0';
+        check->stats[0] = '\0';
+        if (!b->cache || !st->key[0] || o->n_fetched)
+                return 0;
+        key_begin(st, &k, df_instr_name(in->kind));
+        key_instruction(&k, in, o);
+        if (in->copy.from.text) {
+                const struct df_edge *e = copy_edge(st, in);
+                if (!e) {
+                        ok = false;
+                } else if (e->stage != SIZE_MAX) {
+                        ok = b->stages[e->stage].key[0] != '\0';
+                        bld_key_field(&k, "from.stage", b->stages[e->stage].key);
+                } else if (resolve_image(b, e->image, b->o->platform, img, err) < 0) {
+                        bld_key_release(&k);
+                        return -1;
+                } else {
+                        _cleanup_buf_ struct kiln_buf layers = KILN_BUF_INIT;
+                        size_t i;
+                        for (i = 0; i < img->n; i++)
+                                kiln_buf_addf(&layers, NULL, "%s%s %s", i ? "," : "",
+                                              img->digests[i], img->diff_ids[i]);
+                        bld_key_field(&k, "from.image", layers.buf);
+                }
+        } else {
+                struct key_walk w = { .st = st, .k = &k };
+                _cleanup_(kiln_error_freep) struct kiln_error *werr = NULL;
+                struct cp_source src;
+                struct timespec now;
+                clock_gettime(CLOCK_REALTIME, &now);
+                /* the margin context-hash.c gives racily clean files, and the clock's tick */
+                w.racy_after = check->racy_after = ns_of(&now) - (int64_t) 3 * 1000000000;
+                w.stats = layer_sha256_new();
+                context_source(b, &src);
+                /* a source that cannot be listed is not keyed: the copy says what is wrong */
+                ok = cp_walk(&src, o, key_entry, &w, &werr) == 0;
+                layer_sha256_final(w.stats, check->stats);
+                layer_sha256_free(w.stats);
+        }
+        if (ok)
+                bld_key_final(&k, key);
+        bld_key_release(&k);
+        return 0;
 }
 
 static int step_copy(struct bld_stage *st, struct bld_step *s, const struct df_instr *in, struct kiln_error **err)
@@ -1149,6 +1397,9 @@ static int step_copy(struct bld_stage *st, struct bld_step *s, const struct df_i
         _cleanup_(strv_freep) char **inline_bodies = NULL;
         _cleanup_(fetches_release) struct fetches fetched = { 0 };
         struct sb_rootfs root;
+        char key[LAYER_DIGEST_SIZE] = "";
+        struct source_check check = { .stats = "" };
+        struct bld_cache_entry made;
         size_t i;
         int r = -1;
 
@@ -1181,10 +1432,19 @@ static int step_copy(struct bld_stage *st, struct bld_step *s, const struct df_i
         if (!j.opts.workdir || !*j.opts.workdir)
                 j.opts.workdir = "/";
         j.chown = c->chown.text;
+        history = copy_history(in);
+        if (b->cache) {
+                if (source_key(st, in, &j.opts, &img, key, &check, err) < 0)
+                        goto out;
+                if (key[0] && cache_lookup(st, key, &made)) {
+                        /* nothing copied, and no root filesystem made for it */
+                        r = apply_hit(st, s, key, &made, history, err);
+                        goto out;
+                }
+        }
         if (c->from.text && copy_source(st, in, &img, &j.src_lowers, &j.n_src_lowers, &rootfs, err) < 0)
                 goto out;
         if (b->none) {
-                history = copy_history(in);
                 r = bld_none_call(st, copy_in_sandbox, &j, err) < 0 ? -1 : bld_none_commit(st, history, err);
                 goto out;
         }
@@ -1192,10 +1452,13 @@ static int step_copy(struct bld_stage *st, struct bld_step *s, const struct df_i
                 root = (struct sb_rootfs){ 0 };
                 if (bld_tree_begin(st, false, &root.dir, err) < 0 || sb_call(&root, &b->env, copy_in_sandbox, &j, err) < 0)
                         goto out;
-                history = copy_history(in);
-                r = bld_tree_commit(st, history, NULL, err);
-                /* a tree has no upper directory to key by: nothing after this is cached */
-                st->key[0] = '\0';
+                if (bld_tree_commit(st, history, &made, err) < 0)
+                        goto out;
+                r = 0;
+                if (key[0] && sources_unchanged(st, &j.opts, &check))
+                        cache_record(st, key, &made, history);
+                else /* a tree has no upper directory to key by: nothing after this is cached */
+                        st->key[0] = '\0';
                 goto out;
         }
         if (settle(st, err) < 0 || step_dirs(st, &upper, &work, err) < 0)
@@ -1204,8 +1467,17 @@ static int step_copy(struct bld_stage *st, struct bld_step *s, const struct df_i
         root = (struct sb_rootfs){ .lowers = lowers, .n_lowers = st->n_lowers, .upper = upper, .work = work };
         if (sb_call(&root, &b->env, copy_in_sandbox, &j, err) < 0)
                 goto out;
-        history = copy_history(in);
-        r = commit_cached(st, s, upper, df_instr_name(in->kind), history, err);
+        if (key[0] && !sources_unchanged(st, &j.opts, &check))
+                key[0] = '\0'; /* what was copied may not be what the key says */
+        if (!key[0]) {
+                /* not keyed by its sources: keyed by what it wrote */
+                r = commit_cached(st, s, upper, df_instr_name(in->kind), history, err);
+                goto out;
+        }
+        if (commit_entry(st, upper, history, &made, err) < 0)
+                goto out;
+        cache_record(st, key, &made, history);
+        r = 0;
 out:
         if (j.src_lowers)
                 free(j.src_lowers);

@@ -61,6 +61,8 @@ void bld_stage_release(struct bld_stage *st)
         free(st->lowers);
         json_decref(st->config);
         json_decref(st->triggers);
+        json_decref(st->key_fields);
+        free(st->upstream);
         free(st->name);
         free(st->tree);
         st->tree = NULL;
@@ -68,6 +70,8 @@ void bld_stage_release(struct bld_stage *st)
         st->lowers = NULL;
         st->config = NULL;
         st->triggers = NULL;
+        st->key_fields = NULL;
+        st->upstream = NULL;
         st->name = NULL;
 }
 
@@ -383,6 +387,85 @@ static void key_begin(struct bld_stage *st, struct bld_key *k, const char *what)
         bld_key_field(k, "build", buf);
 }
 
+/* The key, and its inputs kept for cache_lookup() (or the FROM's record) */
+static void key_end(struct bld_stage *st, struct bld_key *k, char key[LAYER_DIGEST_SIZE])
+{
+        bld_key_final(k, key);
+        json_decref(st->key_fields);
+        st->key_fields = json_incref(k->fields);
+        bld_key_release(k);
+}
+
+/* Who a step is from one build to the next, for its record: where the build comes from, the
+ * stage, and the step's place in it (so an edited instruction compares with its old text) */
+static char *step_id(const struct bld_stage *st, unsigned index)
+{
+        return xasprintf("kiln-step-v1\n%s\n%s\n%u", st->b->o->cache_scope, st->name, index);
+}
+
+/* A miss: why, against the step's most recent build, as an event */
+static void explain_miss(struct bld_stage *st, struct bld_step *s, const char *id, json_t *fields,
+                         const char *prefix)
+{
+        _cleanup_json_ json_t *old = bld_cache_record_get(st->b, id), *cur = NULL;
+        _cleanup_free_ char *why = NULL;
+        bool upstream = false;
+
+        if (!old) {
+                bld_step_miss(s, NULL);
+                return;
+        }
+        cur = bld_cache_fields_short(fields);
+        why = bld_cache_explain(old, cur, prefix, st->upstream, &upstream);
+        if (!upstream) {
+                /* from here on, an earlier step of the stage is what changed */
+                free(st->upstream);
+                st->upstream = NULL;
+        }
+        bld_step_miss(s, why);
+}
+
+/* Looks a step's key up (its inputs from key_end()); a miss says why (`prefix`: the
+ * instruction as its history shows it), and either way the step's inputs are recorded as its
+ * most recent build. */
+static bool cache_lookup(struct bld_stage *st, struct bld_step *s, const char *key, const char *prefix,
+                         struct bld_cache_entry *ret)
+{
+        struct bld_build *b = st->b;
+        _cleanup_json_ json_t *fields = TAKE_PTR(st->key_fields);
+        _cleanup_free_ char *id = NULL;
+        bool hit = bld_cache_get(b, key, ret);
+
+        if (!fields || !b->o->cache_scope || !s)
+                return hit;
+        id = step_id(st, s->index);
+        if (!hit && !b->o->no_cache)
+                explain_miss(st, s, id, fields, prefix);
+        bld_cache_record_put(b, id, fields);
+        return hit;
+}
+
+/* After FROM's key: whether the base changed since the stage's last build (st->upstream, said
+ * by the misses it causes), and the FROM's record. */
+static void from_record(struct bld_stage *st)
+{
+        struct bld_build *b = st->b;
+        _cleanup_json_ json_t *fields = TAKE_PTR(st->key_fields), *old = NULL, *cur = NULL;
+        _cleanup_free_ char *id = NULL;
+
+        free(st->upstream);
+        st->upstream = NULL;
+        if (!fields || !b->o->cache_scope)
+                return;
+        id = step_id(st, 1);
+        old = bld_cache_record_get(b, id);
+        if (old) {
+                cur = bld_cache_fields_short(fields);
+                st->upstream = bld_cache_explain(old, cur, "FROM", NULL, NULL);
+        }
+        bld_cache_record_put(b, id, fields);
+}
+
 /* A cached layer was added: the stage's lower directories are one root filesystem of its
  * layers, made when a step next needs them (an unpacked layer alone would lose its
  * whiteouts). */
@@ -461,8 +544,7 @@ static int result_key(struct bld_stage *st, const char *upper, const char *what,
         key_begin(st, &k, what);
         bld_key_field(&k, "instruction", created_by);
         bld_key_field(&k, "files", res.empty ? "empty" : res.desc.diff_id);
-        bld_key_final(&k, key);
-        bld_key_release(&k);
+        key_end(st, &k, key);
         return 0;
 }
 
@@ -595,8 +677,8 @@ static int step_from(struct bld_stage *st, struct kiln_error **err)
                 bld_key_field(&k, "base.layers", layers.buf);
                 bld_key_config(&k, st->config);
                 bld_key_field_json(&k, "base.onbuild", triggers);
-                bld_key_final(&k, st->key);
-                bld_key_release(&k);
+                key_end(st, &k, st->key);
+                from_record(st);
         } else {
                 st->key[0] = '\0';
         }
@@ -771,9 +853,8 @@ static int step_run(struct bld_stage *st, struct bld_step *s, struct df_eval *ev
                 }
                 bld_key_field(&k, "network", in->run.network.text);
                 bld_key_field(&k, "security", in->run.security.text);
-                bld_key_final(&k, key);
-                bld_key_release(&k);
-                if (bld_cache_get(b, key, &made)) {
+                key_end(st, &k, key);
+                if (cache_lookup(st, s, key, "RUN", &made)) {
                         history = run_history(argv);
                         apply_hit(st, s, &made, history);
                         memcpy(st->key, key, LAYER_DIGEST_SIZE);
@@ -839,7 +920,7 @@ static int commit_cached(struct bld_stage *st, struct bld_step *s, const char *u
 
         if (result_key(st, upper, what, history, key, err) < 0)
                 return -1;
-        if (key[0] && bld_cache_get(st->b, key, &made)) {
+        if (key[0] && cache_lookup(st, s, key, history, &made)) {
                 apply_hit(st, s, &made, history);
                 memcpy(st->key, key, LAYER_DIGEST_SIZE);
                 return 0;

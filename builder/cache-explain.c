@@ -13,11 +13,13 @@
 #include "builder/common/strbuf.h"
 #include "builder/common/xalloc.h"
 
-#define SHORT_MAX     100  /* longer values are kept as a digest and a prefix */
-#define SHORT_MAX_ENV 4096 /* Env and Labels: kept whole up to this, so one variable can be named */
+/* Longer values are kept as a prefix and a digest; Env and Labels whole up to SHORT_MAX_ENV,
+ * so one variable can be named. */
+#define SHORT_MAX     100
+#define SHORT_MAX_ENV 4096
 #define SHORT_PREFIX  48
-#define SHOWN_MAX     40   /* a value in a reason: at most this, then "..." */
-#define REASONS_MAX   3    /* then "and N more" */
+#define SHOWN_MAX     40 /* a value in a reason: at most this, then "..." */
+#define REASONS_MAX   3  /* then "and N more" */
 
 /* How many bytes of `s` fit in `max` without cutting a UTF-8 sequence. */
 static size_t utf8_cut(const char *s, size_t max)
@@ -44,8 +46,9 @@ json_t *bld_cache_fields_short(json_t *fields)
                 if (!s)
                         continue;
                 len = strlen(s);
-                max = strcmp(name, "config.Env") == 0 || strcmp(name, "config.Labels") == 0 ? SHORT_MAX_ENV
-                                                                                            : SHORT_MAX;
+                max = strcmp(name, "config.Env") == 0 || strcmp(name, "config.Labels") == 0
+                              ? SHORT_MAX_ENV
+                              : SHORT_MAX;
                 if (len <= max) {
                         json_object_set_new(out, name, json_string(s));
                 } else {
@@ -55,7 +58,8 @@ json_t *bld_cache_fields_short(json_t *fields)
 
                         layer_sha256_update(h, s, len);
                         layer_sha256_final(h, digest);
-                        shortened = xasprintf("%.*s... %s", (int) utf8_cut(s, SHORT_PREFIX), s, digest);
+                        shortened =
+                                xasprintf("%.*s... %s", (int) utf8_cut(s, SHORT_PREFIX), s, digest);
                         json_object_set_new(out, name, json_string(shortened));
                 }
         }
@@ -151,8 +155,9 @@ static char *shown(const char *v)
  * shown, only that it changed. */
 static bool secret_name(const char *name)
 {
-        static const char *const words[] = { "apikey", "auth", "credential", "credentials", "key",
-                                             "password", "pword", "passwd", "secret", "token" };
+        static const char *const words[] = { "apikey", "auth",     "credential", "credentials",
+                                             "key",    "password", "pword",      "passwd",
+                                             "secret", "token" };
         const char *p = name;
 
         while (*p) {
@@ -168,7 +173,8 @@ static bool secret_name(const char *name)
 }
 
 /* WHAT NAME changed (a -> b) / added / removed */
-static void value_change(struct reasons *r, const char *what, const char *name, const char *a, const char *b)
+static void value_change(struct reasons *r, const char *what, const char *name, const char *a,
+                         const char *b)
 {
         _cleanup_free_ char *sa = NULL, *sb = NULL;
 
@@ -246,7 +252,8 @@ static void file_change(struct reasons *r, const char *path, const char *a, cons
                 mb = strcspn(pb, " ");
                 /* only the mode differs: say which */
                 if ((ma != mb || strncmp(pa, pb, ma) != 0) && strcmp(pa + ma, pb + mb) == 0) {
-                        reason(r, "%s mode changed (%.*s -> %.*s)", path, (int) ma, pa, (int) mb, pb);
+                        reason(r, "%s mode changed (%.*s -> %.*s)", path, (int) ma, pa, (int) mb,
+                               pb);
                         return;
                 }
         }
@@ -267,7 +274,8 @@ static void build_changes(struct reasons *r, const char *a, const char *b)
                         continue;
                 if (!ea || !eb || ea - wa != eb - wb || strncmp(wa, wb, (size_t) (ea - wa)) != 0)
                         break; /* not the same list of settings: said below */
-                reason(r, "build setting %.*s changed (%s -> %s)", (int) (ea - wa), wa, ea + 1, eb + 1);
+                reason(r, "build setting %.*s changed (%s -> %s)", (int) (ea - wa), wa, ea + 1,
+                       eb + 1);
         }
         if (r->n == before)
                 reason(r, "build settings changed");
@@ -279,10 +287,18 @@ static const char *config_instr(const char *key)
         static const struct {
                 const char *key, *instr;
         } map[] = {
-                { "User", "USER" },       { "WorkingDir", "WORKDIR" },     { "Cmd", "CMD" },
-                { "Entrypoint", "ENTRYPOINT" }, { "Labels", "LABEL" },     { "ExposedPorts", "EXPOSE" },
-                { "Volumes", "VOLUME" },  { "StopSignal", "STOPSIGNAL" },  { "Healthcheck", "HEALTHCHECK" },
-                { "Shell", "SHELL" },     { "OnBuild", "ONBUILD" },        { "Env", "ENV" },
+                { "User", "USER" },
+                { "WorkingDir", "WORKDIR" },
+                { "Cmd", "CMD" },
+                { "Entrypoint", "ENTRYPOINT" },
+                { "Labels", "LABEL" },
+                { "ExposedPorts", "EXPOSE" },
+                { "Volumes", "VOLUME" },
+                { "StopSignal", "STOPSIGNAL" },
+                { "Healthcheck", "HEALTHCHECK" },
+                { "Shell", "SHELL" },
+                { "OnBuild", "ONBUILD" },
+                { "Env", "ENV" },
         };
 
         for (size_t i = 0; i < ELEMENTSOF(map); i++)
@@ -320,7 +336,8 @@ static int cmp_str(const void *a, const void *b)
 /* Every field name of both, sorted, once. */
 static const char **union_names(json_t *old, json_t *cur, size_t *ret_n)
 {
-        const char **names = xcalloc(json_object_size(old) + json_object_size(cur) + 1, sizeof(char *));
+        const char **names =
+                xcalloc(json_object_size(old) + json_object_size(cur) + 1, sizeof(char *));
         const char *name;
         json_t *v;
         size_t n = 0, i, k = 0;
@@ -365,7 +382,8 @@ static char *explain_from(json_t *old, json_t *cur)
         return NULL;
 }
 
-char *bld_cache_explain(json_t *old, json_t *cur, const char *prefix, const char *upstream, bool *ret_upstream)
+char *bld_cache_explain(json_t *old, json_t *cur, const char *prefix, const char *upstream,
+                        bool *ret_upstream)
 {
         struct reasons own = { 0 }, config = { 0 };
         _cleanup_free_ const char **names = NULL;
@@ -380,7 +398,8 @@ char *bld_cache_explain(json_t *old, json_t *cur, const char *prefix, const char
         if (step && strcmp(step, "FROM") == 0 && same(field(old, "step"), step))
                 return explain_from(old, cur);
         if (!same(field(old, "step"), step)) {
-                const char *was = field(old, "instruction") ? field(old, "instruction") : field(old, "step");
+                const char *was =
+                        field(old, "instruction") ? field(old, "instruction") : field(old, "step");
                 _cleanup_free_ char *s = shown(was);
                 return xasprintf("%s: instruction changed (was %s)", prefix, s);
         }
@@ -409,7 +428,8 @@ char *bld_cache_explain(json_t *old, json_t *cur, const char *prefix, const char
                 } else if (starts(name, "env.")) {
                         const char *var = name + strlen("env.");
                         /* ENV's variables are said by config.Env; the others came from ARG */
-                        if (old_env && cur_env && !json_object_get(old_env, var) && !json_object_get(cur_env, var))
+                        if (old_env && cur_env && !json_object_get(old_env, var) &&
+                            !json_object_get(cur_env, var))
                                 value_change(&own, "build-arg", var, a, b);
                         else if (!old_env || !cur_env)
                                 value_change(&own, "variable", var, a, b);
@@ -428,7 +448,8 @@ char *bld_cache_explain(json_t *old, json_t *cur, const char *prefix, const char
                         config_change(&config, name + strlen("config."), a, b);
                 } else if (starts(name, "image.")) {
                         _cleanup_free_ char *sa = shown(a), *sb = shown(b);
-                        reason(&config, "image %s changed (%s -> %s)", name + strlen("image."), sa, sb);
+                        reason(&config, "image %s changed (%s -> %s)", name + strlen("image."), sa,
+                               sb);
                 } else {
                         reason(&own, "%s changed", name);
                 }

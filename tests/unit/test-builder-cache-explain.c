@@ -37,12 +37,13 @@ static json_t *fields(const char *first, ...)
 
 /* The fields of a RUN with `argv`, the config's Env and User, and one env. field per
  * variable of `env` ("A=1", "B=2", NULL-terminated in the array). */
-static json_t *run_fields(const char *parent, const char *argv, const char *config_env, const char *user,
-                          const char *const *env)
+static json_t *run_fields(const char *parent, const char *argv, const char *config_env,
+                          const char *user, const char *const *env)
 {
-        json_t *o = fields("parent", parent, "step", "RUN", "argv", argv, "build", "epoch=-1 compression=0",
-                           "network", "\xff(null)", "security", "\xff(null)", "image.architecture", "\"amd64\"",
-                           "image.rootfs", parent, NULL);
+        json_t *o =
+                fields("parent", parent, "step", "RUN", "argv", argv, "build",
+                       "epoch=-1 compression=0", "network", "\xff(null)", "security", "\xff(null)",
+                       "image.architecture", "\"amd64\"", "image.rootfs", parent, NULL);
 
         if (config_env)
                 json_object_set_new(o, "config.Env", json_string(config_env));
@@ -57,14 +58,15 @@ static json_t *run_fields(const char *parent, const char *argv, const char *conf
 }
 
 /* Checks the explanation of `cur` against `old` (both taken). */
-static void expect(json_t *old, json_t *cur, const char *prefix, const char *upstream, const char *want,
-                   bool want_upstream, const char *what)
+static void expect(json_t *old, json_t *cur, const char *prefix, const char *upstream,
+                   const char *want, bool want_upstream, const char *what)
 {
         bool up = !want_upstream;
         _cleanup_free_ char *got = bld_cache_explain(old, cur, prefix, upstream, &up);
 
         tap_eq_str(got, want, "%s", what);
-        tap_ok(up == want_upstream, "%s: %s the stage's FROM", what, want_upstream ? "blames" : "does not blame");
+        tap_ok(up == want_upstream, "%s: %s the stage's FROM", what,
+               want_upstream ? "blames" : "does not blame");
         json_decref(old);
         json_decref(cur);
 }
@@ -94,16 +96,18 @@ static void test_run(void)
                "RUN: build-arg VERSION removed", false, "a build-arg no longer set");
         expect(run_fields(P1, "[\"sh\",\"-c\",\"make\"]", ENV1, NULL, tok1),
                run_fields(P1, "[\"sh\",\"-c\",\"make\"]", ENV1, NULL, tok2), "RUN", NULL,
-               "RUN: build-arg API_TOKEN changed", false, "a secret-looking build-arg's values are not shown");
+               "RUN: build-arg API_TOKEN changed", false,
+               "a secret-looking build-arg's values are not shown");
         expect(run_fields(P1, "[\"sh\",\"-c\",\"make\"]", ENV1, NULL, none),
                run_fields(P1, "[\"sh\",\"-c\",\"make\"]", ENV2, NULL, prod), "RUN", NULL,
-               "RUN: ENV MODE changed (dev -> prod)", false, "an ENV's value (said once, from the config)");
+               "RUN: ENV MODE changed (dev -> prod)", false,
+               "an ENV's value (said once, from the config)");
         expect(run_fields(P1, "[\"sh\",\"-c\",\"make\"]", "[\"PATH=/bin\"]", NULL, NULL),
-               run_fields(P1, "[\"sh\",\"-c\",\"make\"]", "[\"PATH=/bin\",\"NEW=1\"]", NULL, NULL), "RUN", NULL,
-               "RUN: ENV NEW added", false, "an ENV added");
+               run_fields(P1, "[\"sh\",\"-c\",\"make\"]", "[\"PATH=/bin\",\"NEW=1\"]", NULL, NULL),
+               "RUN", NULL, "RUN: ENV NEW added", false, "an ENV added");
         expect(run_fields(P1, "[\"sh\",\"-c\",\"make\"]", "[\"PATH=/bin\",\"OLD=1\"]", NULL, NULL),
-               run_fields(P1, "[\"sh\",\"-c\",\"make\"]", "[\"PATH=/bin\"]", NULL, NULL), "RUN", NULL,
-               "RUN: ENV OLD removed", false, "an ENV removed");
+               run_fields(P1, "[\"sh\",\"-c\",\"make\"]", "[\"PATH=/bin\"]", NULL, NULL), "RUN",
+               NULL, "RUN: ENV OLD removed", false, "an ENV removed");
         expect(run_fields(P1, "[\"sh\",\"-c\",\"make\"]", ENV1, NULL, none),
                run_fields(P1, "[\"sh\",\"-c\",\"make test\"]", ENV1, NULL, none), "RUN", NULL,
                "RUN: command changed", false, "the command");
@@ -116,7 +120,8 @@ static void test_run(void)
         /* the step's own inputs first, then the config, three at most */
         expect(run_fields(P1, "[\"sh\",\"-c\",\"make\"]", ENV1, "\"root\"", v12),
                run_fields(P1, "[\"sh\",\"-c\",\"make test\"]", ENV2, "\"app\"", v13p), "RUN", NULL,
-               "RUN: command changed, build-arg VERSION changed (1.2 -> 1.3), ENV MODE changed (dev -> prod) "
+               "RUN: command changed, build-arg VERSION changed (1.2 -> 1.3), ENV MODE changed "
+               "(dev -> prod) "
                "and 1 more",
                false, "several: the first three and how many more");
 
@@ -124,8 +129,8 @@ static void test_run(void)
         b = run_fields(P1, "[\"sh\",\"-c\",\"make\"]", ENV1, NULL, none);
         json_object_set_new(b, "network", json_string("none"));
         json_object_set_new(b, "config.WorkingDir", json_string("\"/src\""));
-        expect(a, b, "RUN", NULL, "RUN: network changed (default -> none), WORKDIR set to /src", false,
-               "--network and WORKDIR");
+        expect(a, b, "RUN", NULL, "RUN: network changed (default -> none), WORKDIR set to /src",
+               false, "--network and WORKDIR");
         a = run_fields(P1, "[\"sh\",\"-c\",\"make\"]", ENV1, NULL, none);
         b = run_fields(P1, "[\"sh\",\"-c\",\"make\"]", ENV1, NULL, none);
         json_object_set_new(b, "build", json_string("epoch=5 compression=0"));
@@ -134,7 +139,8 @@ static void test_run(void)
                "a build setting and CMD");
         expect(run_fields(P1, "[\"sh\",\"-c\",\"make\"]", ENV1, NULL, none),
                run_fields(P1, "[\"sh\",\"-c\",\"make\"]", ENV1, NULL, none), "RUN", NULL,
-               "RUN: unchanged, but its cache entry is gone", false, "nothing changed: the entry is gone");
+               "RUN: unchanged, but its cache entry is gone", false,
+               "nothing changed: the entry is gone");
 }
 
 static void test_earlier(void)
@@ -142,17 +148,22 @@ static void test_earlier(void)
         const char *none[] = { "PATH=/usr/bin:/bin", "MODE=dev", NULL };
         const char *up = "FROM: base image digest changed";
 
-        expect(run_fields(P1, "[\"true\"]", ENV1, NULL, none), run_fields(P2, "[\"true\"]", ENV1, NULL, none), "RUN",
-               NULL, "an earlier step changed", false, "only the parent changed");
-        expect(run_fields(P1, "[\"true\"]", ENV1, NULL, none), run_fields(P2, "[\"true\"]", ENV1, NULL, none), "RUN",
-               up, up, true, "only the parent changed, after a changed FROM");
+        expect(run_fields(P1, "[\"true\"]", ENV1, NULL, none),
+               run_fields(P2, "[\"true\"]", ENV1, NULL, none), "RUN", NULL,
+               "an earlier step changed", false, "only the parent changed");
+        expect(run_fields(P1, "[\"true\"]", ENV1, NULL, none),
+               run_fields(P2, "[\"true\"]", ENV1, NULL, none), "RUN", up, up, true,
+               "only the parent changed, after a changed FROM");
         /* a new base brings its own config: said as the base's change */
-        expect(run_fields(P1, "[\"true\"]", ENV1, "\"a\"", none), run_fields(P2, "[\"true\"]", ENV2, "\"b\"", none),
-               "RUN", up, up, true, "the parent and the config, after a changed FROM");
-        expect(run_fields(P1, "[\"true\"]", ENV1, NULL, none), run_fields(P2, "[\"false\"]", ENV1, NULL, none), "RUN",
-               up, "RUN: command changed", false, "the step's own change goes first");
-        expect(run_fields(P1, "[\"true\"]", ENV1, "\"a\"", none), run_fields(P2, "[\"true\"]", ENV1, "\"b\"", none),
-               "RUN", NULL, "RUN: USER changed (a -> b)", false, "an earlier step and a setting: the setting");
+        expect(run_fields(P1, "[\"true\"]", ENV1, "\"a\"", none),
+               run_fields(P2, "[\"true\"]", ENV2, "\"b\"", none), "RUN", up, up, true,
+               "the parent and the config, after a changed FROM");
+        expect(run_fields(P1, "[\"true\"]", ENV1, NULL, none),
+               run_fields(P2, "[\"false\"]", ENV1, NULL, none), "RUN", up, "RUN: command changed",
+               false, "the step's own change goes first");
+        expect(run_fields(P1, "[\"true\"]", ENV1, "\"a\"", none),
+               run_fields(P2, "[\"true\"]", ENV1, "\"b\"", none), "RUN", NULL,
+               "RUN: USER changed (a -> b)", false, "an earlier step and a setting: the setting");
 }
 
 static json_t *copy_fields(const char *instruction, const char *first, ...)
@@ -176,58 +187,77 @@ static void test_copy(void)
 {
         const char *in = "COPY . /app";
 
-        expect(fields("parent", P1, "step", "COPY", "instruction", "COPY a.txt /a.txt", "files", D1, NULL),
-               fields("parent", P1, "step", "COPY", "instruction", "COPY a.txt /a.txt", "files", D2, NULL),
-               "COPY a.txt /a.txt", NULL, "COPY a.txt /a.txt: files changed", false, "the result's digest");
+        expect(fields("parent", P1, "step", "COPY", "instruction", "COPY a.txt /a.txt", "files", D1,
+                      NULL),
+               fields("parent", P1, "step", "COPY", "instruction", "COPY a.txt /a.txt", "files", D2,
+                      NULL),
+               "COPY a.txt /a.txt", NULL, "COPY a.txt /a.txt: files changed", false,
+               "the result's digest");
         expect(copy_fields(in, "app/main.py", "reg 644 " D1, "app/run.sh", "reg 755 " D1, NULL),
-               copy_fields(in, "app/main.py", "reg 644 " D2, "app/run.sh", "reg 755 " D1, NULL), in, NULL,
-               "COPY . /app: app/main.py changed", false, "a file's content");
+               copy_fields(in, "app/main.py", "reg 644 " D2, "app/run.sh", "reg 755 " D1, NULL), in,
+               NULL, "COPY . /app: app/main.py changed", false, "a file's content");
         expect(copy_fields(in, "app/main.py", "reg 644 " D1, NULL),
-               copy_fields(in, "app/main.py", "reg 644 " D1, "app/new.py", "reg 644 " D2, NULL), in, NULL,
-               "COPY . /app: app/new.py added", false, "a file added");
+               copy_fields(in, "app/main.py", "reg 644 " D1, "app/new.py", "reg 644 " D2, NULL), in,
+               NULL, "COPY . /app: app/new.py added", false, "a file added");
         expect(copy_fields(in, "app/main.py", "reg 644 " D1, "old.py", "reg 644 " D2, NULL),
-               copy_fields(in, "app/main.py", "reg 644 " D1, NULL), in, NULL, "COPY . /app: old.py removed",
-               false, "a file removed");
-        expect(copy_fields(in, "app/run.sh", "reg 644 " D1, NULL), copy_fields(in, "app/run.sh", "reg 755 " D1, NULL),
-               in, NULL, "COPY . /app: app/run.sh mode changed (644 -> 755)", false, "a mode alone");
-        expect(copy_fields(in, "app/run.sh", "reg 644 " D1, NULL), copy_fields(in, "app/run.sh", "reg 755 " D2, NULL),
-               in, NULL, "COPY . /app: app/run.sh changed", false, "mode and content");
-        expect(copy_fields(in, "lib", "lnk 777 a", NULL), copy_fields(in, "lib", "lnk 777 b c", NULL), in, NULL,
-               "COPY . /app: lib changed", false, "a link's target");
-        expect(copy_fields(in, "x", "reg 644 " D1, NULL), copy_fields(in, "x", "dir 755 ", NULL), in, NULL,
-               "COPY . /app: x changed", false, "a file that became a directory");
-        expect(copy_fields(in, "a", "reg 644 " D1, "b", "reg 644 " D1, "c", "reg 644 " D1, "d", "reg 644 " D1,
-                           "e", "reg 644 " D1, NULL),
-               copy_fields(in, "a", "reg 644 " D2, "b", "reg 644 " D2, "c", "reg 644 " D2, "d", "reg 644 " D2,
-                           "e", "reg 644 " D2, NULL),
-               in, NULL, "COPY . /app: a changed, b changed, c changed and 2 more", false, "five files");
-        expect(copy_fields("COPY . /src", "a", "reg 644 " D1, NULL), copy_fields(in, "a", "reg 644 " D1, NULL), in,
-               NULL, "COPY . /app: instruction changed (was COPY . /src)", false, "the instruction edited");
-        expect(fields("parent", P1, "step", "RUN", "argv", "[\"true\"]", NULL), copy_fields(in, "a", "reg 644 " D1, NULL),
-               in, NULL, "COPY . /app: instruction changed (was RUN)", false, "another kind of step here before");
+               copy_fields(in, "app/main.py", "reg 644 " D1, NULL), in, NULL,
+               "COPY . /app: old.py removed", false, "a file removed");
+        expect(copy_fields(in, "app/run.sh", "reg 644 " D1, NULL),
+               copy_fields(in, "app/run.sh", "reg 755 " D1, NULL), in, NULL,
+               "COPY . /app: app/run.sh mode changed (644 -> 755)", false, "a mode alone");
+        expect(copy_fields(in, "app/run.sh", "reg 644 " D1, NULL),
+               copy_fields(in, "app/run.sh", "reg 755 " D2, NULL), in, NULL,
+               "COPY . /app: app/run.sh changed", false, "mode and content");
+        expect(copy_fields(in, "lib", "lnk 777 a", NULL),
+               copy_fields(in, "lib", "lnk 777 b c", NULL), in, NULL, "COPY . /app: lib changed",
+               false, "a link's target");
+        expect(copy_fields(in, "x", "reg 644 " D1, NULL), copy_fields(in, "x", "dir 755 ", NULL),
+               in, NULL, "COPY . /app: x changed", false, "a file that became a directory");
+        expect(copy_fields(in, "a", "reg 644 " D1, "b", "reg 644 " D1, "c", "reg 644 " D1, "d",
+                           "reg 644 " D1, "e", "reg 644 " D1, NULL),
+               copy_fields(in, "a", "reg 644 " D2, "b", "reg 644 " D2, "c", "reg 644 " D2, "d",
+                           "reg 644 " D2, "e", "reg 644 " D2, NULL),
+               in, NULL, "COPY . /app: a changed, b changed, c changed and 2 more", false,
+               "five files");
+        expect(copy_fields("COPY . /src", "a", "reg 644 " D1, NULL),
+               copy_fields(in, "a", "reg 644 " D1, NULL), in, NULL,
+               "COPY . /app: instruction changed (was COPY . /src)", false,
+               "the instruction edited");
+        expect(fields("parent", P1, "step", "RUN", "argv", "[\"true\"]", NULL),
+               copy_fields(in, "a", "reg 644 " D1, NULL), in, NULL,
+               "COPY . /app: instruction changed (was RUN)", false,
+               "another kind of step here before");
         {
-                json_t *a = copy_fields("COPY --from=build /out /app", "out/bin", "reg 755 " D1, NULL);
-                json_t *b = copy_fields("COPY --from=build /out /app", "out/bin", "reg 755 " D1, NULL);
+                json_t *a =
+                        copy_fields("COPY --from=build /out /app", "out/bin", "reg 755 " D1, NULL);
+                json_t *b =
+                        copy_fields("COPY --from=build /out /app", "out/bin", "reg 755 " D1, NULL);
                 json_object_set_new(a, "from", json_string(P1));
                 json_object_set_new(b, "from", json_string(P2));
                 expect(a, b, "COPY --from=build /out /app", NULL,
-                       "COPY --from=build /out /app: --from source changed", false, "COPY --from's source");
+                       "COPY --from=build /out /app: --from source changed", false,
+                       "COPY --from's source");
         }
 }
 
 static void test_from(void)
 {
-        expect(fields("parent", "", "step", "FROM", "base.layers", D1 " " D1, "base.onbuild", "null",
-                      "config.Env", ENV1, NULL),
-               fields("parent", "", "step", "FROM", "base.layers", D2 " " D2, "base.onbuild", "null",
-                      "config.Env", ENV2, NULL),
+        expect(fields("parent", "", "step", "FROM", "base.layers", D1 " " D1, "base.onbuild",
+                      "null", "config.Env", ENV1, NULL),
+               fields("parent", "", "step", "FROM", "base.layers", D2 " " D2, "base.onbuild",
+                      "null", "config.Env", ENV2, NULL),
                "FROM", NULL, "FROM: base image digest changed", false, "another base image");
-        expect(fields("parent", "", "step", "FROM", "base.layers", D1, "base.onbuild", "null", "config.Env", ENV1, NULL),
-               fields("parent", "", "step", "FROM", "base.layers", D1, "base.onbuild", "null", "config.Env", ENV2, NULL),
+        expect(fields("parent", "", "step", "FROM", "base.layers", D1, "base.onbuild", "null",
+                      "config.Env", ENV1, NULL),
+               fields("parent", "", "step", "FROM", "base.layers", D1, "base.onbuild", "null",
+                      "config.Env", ENV2, NULL),
                "FROM", NULL, "FROM: base image config changed", false, "the base's config alone");
-        expect(fields("parent", "", "step", "FROM", "base.layers", D1, "base.onbuild", "null", NULL),
-               fields("parent", "", "step", "FROM", "base.layers", D1, "base.onbuild", "[\"RUN x\"]", NULL), "FROM",
-               NULL, "FROM: base image ONBUILD triggers changed", false, "the base's triggers");
+        expect(fields("parent", "", "step", "FROM", "base.layers", D1, "base.onbuild", "null",
+                      NULL),
+               fields("parent", "", "step", "FROM", "base.layers", D1, "base.onbuild",
+                      "[\"RUN x\"]", NULL),
+               "FROM", NULL, "FROM: base image ONBUILD triggers changed", false,
+               "the base's triggers");
         expect(fields("parent", P1, "step", "FROM", "base.layers", D1, NULL),
                fields("parent", P2, "step", "FROM", "base.layers", D2, NULL), "FROM", NULL,
                "FROM: base stage changed", false, "an earlier stage as the base");
@@ -261,14 +291,20 @@ static void test_short(void)
         json_decref(sh);
 
         /* a multi-byte character is never cut */
-        s = xstrdup("\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
-                    "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
-                    "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
-                    "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
-                    "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9");
+        s = xstrdup("\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3"
+                    "\xa9\xc3\xa9"
+                    "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3"
+                    "\xa9\xc3\xa9"
+                    "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3"
+                    "\xa9\xc3\xa9"
+                    "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3"
+                    "\xa9\xc3\xa9"
+                    "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3"
+                    "\xa9\xc3\xa9");
         f = fields("argv", s, NULL);
         sh = bld_cache_fields_short(f);
-        tap_ok(json_object_get(sh, "argv") != NULL, "a long UTF-8 value is shortened on a character boundary");
+        tap_ok(json_object_get(sh, "argv") != NULL,
+               "a long UTF-8 value is shortened on a character boundary");
         json_decref(f);
         json_decref(sh);
         free(s);

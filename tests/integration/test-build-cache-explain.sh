@@ -51,7 +51,7 @@ echo hello >"$C/a.txt"
 
 # b [ARGS...]: builds the context (VERSION=$V); $WORK/log the progress
 V=1.2
-PROGRESS=plain
+PROGRESS='plain'
 b() {
         "$KILN" build --progress "$PROGRESS" -t kiln-test/explain:1 --build-arg "VERSION=$V" "$@" "$C" \
                 >"$WORK/log" 2>&1 || { sed 's/^/# /' "$WORK/log" | tail -n 20; return 1; }
@@ -90,9 +90,10 @@ check "  the RUN using it: build-arg VERSION changed (1.2 -> 1.3)" \
         says 3 "RUN: build-arg VERSION changed (1.2 -> 1.3)"
 # every RUN of the stage has the ARGs in scope in its environment
 check "  the RUN after it: the same" says 4 "RUN: build-arg VERSION changed (1.2 -> 1.3)"
-grep -A1 -E '^#[0-9]+ \[stage-0 3/4\] RUN' "$WORK/log" | tail -n 1 | grep -q 'cache miss: RUN: build-arg' \
-        && ok "  the miss line comes right after the step's header" ||
-        { not_ok "  the miss line comes right after the step's header"; show; }
+after_header() {
+        grep -A1 -E '^#[0-9]+ \[stage-0 3/4\] RUN' "$WORK/log" | tail -n 1 | grep -q 'cache miss: RUN: build-arg'
+}
+check "  the miss line comes right after the step's header" after_header
 V=1.2
 check "VERSION back to 1.2: all hits" b
 check "  3 CACHED, nothing explained" hits 3
@@ -156,24 +157,52 @@ check "  the RUN: unchanged, its entry gone" says 3 "RUN: unchanged, but its cac
 
 # --explain-cache: in every mode; without it only plain explains
 V=1.4
-PROGRESS=auto
+PROGRESS='auto'
 check "--progress auto (not a terminal) without --explain-cache: built" b
 check "  the miss is not explained" silent
 V=1.5
 check "--progress auto --explain-cache: built" b --explain-cache
 check "  the miss is explained" says 3 "RUN: build-arg VERSION changed (1.4 -> 1.5)"
 V=1.6
-PROGRESS=tty
+PROGRESS='tty'
 check "--progress tty (not a terminal) without --explain-cache: built" b
 check "  the miss is not explained" silent
 V=1.7
 check "--progress tty --explain-cache: built" b --explain-cache
 check "  the miss is explained" says 3 "RUN: build-arg VERSION changed (1.6 -> 1.7)"
 V=1.8
-PROGRESS=quiet
+PROGRESS='quiet'
 check "--progress quiet --explain-cache: built" b --explain-cache
 check "  prints no progress at all" silent
-PROGRESS=plain
+PROGRESS='plain'
+
+# two stages, the second on the first: a change in the first is its base's change
+cat >"$C/two.Dockerfile" <<'DF'
+FROM kiln-test/base:1 AS build
+ARG V
+RUN echo "$V" > /out
+FROM build
+RUN cat /out > /copy
+DF
+b2() { # b2 V: builds two.Dockerfile with V
+        "$KILN" build --progress plain -f "$C/two.Dockerfile" --build-arg "V=$1" "$C" >"$WORK/log" 2>&1 ||
+                { sed 's/^/# /' "$WORK/log" | tail -n 20; return 1; }
+}
+says_in() { # says_in STAGE I/N TEXT: that step's miss says exactly TEXT
+        local num got
+        num=$(sed -n "s|^#\([0-9]*\) \[$1 $2\] .*|\1|p" "$WORK/log" | head -n 1)
+        got=$([ -n "$num" ] && sed -n "s/^#$num cache miss: //p" "$WORK/log")
+        [ "$got" = "$3" ] && return 0
+        echo "# [$1 $2] said '$got', wanted '$3'"
+        show
+        return 1
+}
+check "two stages: built" b2 1
+check "  again: all hits" b2 1
+check "  2 CACHED" hits 2
+check "V changed: built" b2 2
+check "  the first stage: build-arg V changed (1 -> 2)" says_in build 2/2 "RUN: build-arg V changed (1 -> 2)"
+check "  the stage built on it: FROM: base stage changed" says_in stage-1 2/2 "FROM: base stage changed"
 
 # a fresh store: no step was built before
 KILN_ROOT="$WORK/store2"

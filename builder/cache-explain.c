@@ -231,7 +231,23 @@ static void env_changes(struct reasons *r, json_t *old_env, json_t *cur_env)
                         value_change(r, "ENV", name, NULL, json_string_value(v));
 }
 
-/* "file:<path>" values: "<type> <octal mode> <sha256|link target>" */
+/* A word of octal digits (a mode) */
+static bool octal_word(const char *s, size_t n)
+{
+        return n > 0 && strspn(s, "01234567") >= n;
+}
+
+/* A mode as `ls` would say it: "0644" is 644 */
+static void mode_word(const char **s, size_t *n)
+{
+        while (*n > 3 && **s == '0') {
+                (*s)++;
+                (*n)--;
+        }
+}
+
+/* "file:<path>" values: "<type> <octal mode> <sha256|link target|...>" (a symlink may have no
+ * mode: "symlink <target>") */
 static void file_change(struct reasons *r, const char *path, const char *a, const char *b)
 {
         size_t ta, tb, ma, mb;
@@ -251,7 +267,10 @@ static void file_change(struct reasons *r, const char *path, const char *a, cons
                 ma = strcspn(pa, " ");
                 mb = strcspn(pb, " ");
                 /* only the mode differs: say which */
-                if ((ma != mb || strncmp(pa, pb, ma) != 0) && strcmp(pa + ma, pb + mb) == 0) {
+                if (octal_word(pa, ma) && octal_word(pb, mb) &&
+                    (ma != mb || strncmp(pa, pb, ma) != 0) && strcmp(pa + ma, pb + mb) == 0) {
+                        mode_word(&pa, &ma);
+                        mode_word(&pb, &mb);
                         reason(r, "%s mode changed (%.*s -> %.*s)", path, (int) ma, pa, (int) mb,
                                pb);
                         return;
@@ -328,6 +347,37 @@ static void config_change(struct reasons *r, const char *key, const char *a, con
         }
 }
 
+/* The instruction's own field: its text as history shows it, or a JSON object of what decides
+ * the result (the sources, the destination, the flags): then the members that differ */
+static void instruction_change(struct reasons *r, const char *a, const char *b)
+{
+        _cleanup_json_ json_t *ja = a && *a == '{' ? json_loads(a, 0, NULL) : NULL;
+        _cleanup_json_ json_t *jb = b && *b == '{' ? json_loads(b, 0, NULL) : NULL;
+        _cleanup_free_ char *sa = NULL;
+        struct kiln_buf names = KILN_BUF_INIT;
+        const char *name;
+        json_t *v;
+
+        if (!json_is_object(ja) || !json_is_object(jb)) {
+                if (a && *a != '{')
+                        reason(r, "instruction changed (was %s)", sa = shown(a));
+                else
+                        reason(r, "instruction changed");
+                return;
+        }
+        json_object_foreach (ja, name, v)
+                if (!json_equal(v, json_object_get(jb, name)))
+                        kiln_buf_addf(&names, NULL, "%s%s", names.len ? ", " : "", name);
+        json_object_foreach (jb, name, v)
+                if (!json_object_get(ja, name))
+                        kiln_buf_addf(&names, NULL, "%s%s", names.len ? ", " : "", name);
+        if (names.len)
+                reason(r, "instruction changed (%s)", names.buf);
+        else
+                reason(r, "instruction changed");
+        kiln_buf_release(&names);
+}
+
 static int cmp_str(const void *a, const void *b)
 {
         return strcmp(*(const char *const *) a, *(const char *const *) b);
@@ -388,7 +438,7 @@ char *bld_cache_explain(json_t *old, json_t *cur, const char *prefix, const char
         struct reasons own = { 0 }, config = { 0 };
         _cleanup_free_ const char **names = NULL;
         _cleanup_json_ json_t *old_env = NULL, *cur_env = NULL;
-        bool parent_changed = false, env_done = false;
+        bool parent_changed = false, env_done = false, items_changed = false, files_said = false;
         const char *step = field(cur, "step");
         char *text = NULL;
         size_t n, i;
@@ -398,8 +448,9 @@ char *bld_cache_explain(json_t *old, json_t *cur, const char *prefix, const char
         if (step && strcmp(step, "FROM") == 0 && same(field(old, "step"), step))
                 return explain_from(old, cur);
         if (!same(field(old, "step"), step)) {
-                const char *was =
-                        field(old, "instruction") ? field(old, "instruction") : field(old, "step");
+                const char *was = field(old, "instruction");
+                if (!was || *was == '{')
+                        was = field(old, "step");
                 _cleanup_free_ char *s = shown(was);
                 return xasprintf("%s: instruction changed (was %s)", prefix, s);
         }
@@ -415,16 +466,30 @@ char *bld_cache_explain(json_t *old, json_t *cur, const char *prefix, const char
                         /* what earlier steps made */
                         parent_changed = true;
                 } else if (strcmp(name, "instruction") == 0) {
-                        _cleanup_free_ char *s = shown(a);
-                        reason(&own, "instruction changed (was %s)", s);
+                        instruction_change(&own, a, b);
                 } else if (strcmp(name, "argv") == 0) {
                         reason(&own, "command changed");
                 } else if (strcmp(name, "from") == 0) {
                         reason(&own, "--from source changed");
+                } else if (strcmp(name, "from.stage") == 0) {
+                        reason(&own, "--from stage changed");
+                } else if (strcmp(name, "from.image") == 0) {
+                        reason(&own, "--from image changed");
                 } else if (strcmp(name, "files") == 0) {
                         reason(&own, "files changed");
-                } else if (starts(name, "file:")) {
-                        file_change(&own, name + strlen("file:"), a, b);
+                        files_said = true;
+                } else if (starts(name, "file:") || starts(name, "parent:")) {
+                        /* a source entry, or (--parents) a directory made above one */
+                        file_change(&own, strchr(name, ':') + 1, a, b);
+                        files_said = true;
+                } else if (starts(name, "heredoc:")) {
+                        reason(&own, "heredoc %s %s", name + strlen("heredoc:"),
+                               !a   ? "added"
+                               : !b ? "removed"
+                                    : "changed");
+                } else if (starts(name, "item:")) {
+                        /* what a source matched: said by its files, else below */
+                        items_changed = true;
                 } else if (starts(name, "env.")) {
                         const char *var = name + strlen("env.");
                         /* ENV's variables are said by config.Env; the others came from ARG */
@@ -454,6 +519,8 @@ char *bld_cache_explain(json_t *old, json_t *cur, const char *prefix, const char
                         reason(&own, "%s changed", name);
                 }
         }
+        if (items_changed && !files_said)
+                reason(&own, "sources changed");
         if (parent_changed && upstream) {
                 /* the base changed: what the config says changed came with it */
                 reasons_release(&config);

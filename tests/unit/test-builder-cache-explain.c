@@ -240,6 +240,69 @@ static void test_copy(void)
         }
 }
 
+/* The fields as the source-keyed COPY writes them: "file 0644 <digest>", "symlink <target>",
+ * "dir 0755", "item:<n>:<top>" for what a source matched, "heredoc:<name>", "from.stage", and
+ * the instruction as a JSON object of what decides the result. */
+static void test_copy_sources(void)
+{
+        const char *in = "COPY . /app";
+        json_t *a, *b;
+
+        expect(copy_fields(in, "app/main.py", "file 0644 " D1, NULL),
+               copy_fields(in, "app/main.py", "file 0644 " D2, NULL), in, NULL,
+               "COPY . /app: app/main.py changed", false, "sources: a file's content");
+        expect(copy_fields(in, "app/run.sh", "file 0644 " D1, NULL),
+               copy_fields(in, "app/run.sh", "file 0755 " D1, NULL), in, NULL,
+               "COPY . /app: app/run.sh mode changed (644 -> 755)", false, "sources: a mode alone");
+        expect(copy_fields(in, "bin", "file 04755 " D1, NULL),
+               copy_fields(in, "bin", "file 0755 " D1, NULL), in, NULL,
+               "COPY . /app: bin mode changed (4755 -> 755)", false, "sources: setuid dropped");
+        expect(copy_fields(in, "lib", "symlink a", NULL), copy_fields(in, "lib", "symlink b", NULL),
+               in, NULL, "COPY . /app: lib changed", false,
+               "sources: a symlink's target (no mode to blame)");
+        expect(copy_fields(in, "app", "dir 0755", NULL), copy_fields(in, "app", "dir 0700", NULL),
+               in, NULL, "COPY . /app: app mode changed (755 -> 700)", false,
+               "sources: a directory's mode");
+
+        a = copy_fields(in, "new.py", "file 0644 " D1, NULL);
+        b = copy_fields(in, "new.py", "file 0644 " D1, "other.py", "file 0644 " D1, NULL);
+        json_object_set_new(a, "item:0:.", json_string(". kept_from=0"));
+        json_object_set_new(b, "item:0:.", json_string(". kept_from=0"));
+        json_object_set_new(b, "item:1:other.py", json_string("other.py kept_from=0"));
+        expect(a, b, in, NULL, "COPY . /app: other.py added", false,
+               "sources: a file and its item added");
+        a = copy_fields(in, "x", "file 0644 " D1, NULL);
+        b = copy_fields(in, "x", "file 0644 " D1, NULL);
+        json_object_set_new(a, "item:0:x", json_string("x kept_from=0"));
+        json_object_set_new(b, "item:0:x", json_string("x kept_from=1"));
+        expect(a, b, in, NULL, "COPY . /app: sources changed", false, "sources: only what matched");
+
+        a = copy_fields("{\"dest\":\"/app\",\"chown\":null,\"srcs\":[\".\"]}", "x", "file 0644 " D1,
+                        NULL);
+        b = copy_fields("{\"dest\":\"/srv\",\"chown\":\"app\",\"srcs\":[\".\"]}", "x",
+                        "file 0644 " D1, NULL);
+        expect(a, b, "COPY --chown=app . /srv", NULL,
+               "COPY --chown=app . /srv: instruction changed (dest, chown)", false,
+               "sources: the instruction's members that differ");
+        expect(copy_fields("{\"dest\":\"/app\"}", NULL),
+               fields("parent", P1, "step", "RUN", "argv", "[]", NULL), "RUN", NULL,
+               "RUN: instruction changed (was COPY)", false, "sources: a COPY was here before");
+
+        a = copy_fields("COPY --from=build /out /app", NULL);
+        b = copy_fields("COPY --from=build /out /app", NULL);
+        json_object_set_new(a, "from.stage", json_string(P1));
+        json_object_set_new(b, "from.stage", json_string(P2));
+        expect(a, b, "COPY --from=build /out /app", NULL,
+               "COPY --from=build /out /app: --from stage changed", false,
+               "sources: the --from stage");
+        a = copy_fields("COPY <<EOF /x", NULL);
+        b = copy_fields("COPY <<EOF /x", NULL);
+        json_object_set_new(a, "heredoc:EOF", json_string("file 0644 " D1));
+        json_object_set_new(b, "heredoc:EOF", json_string("file 0644 " D2));
+        expect(a, b, "COPY <<EOF /x", NULL, "COPY <<EOF /x: heredoc EOF changed", false,
+               "sources: a heredoc");
+}
+
 static void test_from(void)
 {
         expect(fields("parent", "", "step", "FROM", "base.layers", D1 " " D1, "base.onbuild",
@@ -315,6 +378,7 @@ int main(void)
         test_run();
         test_earlier();
         test_copy();
+        test_copy_sources();
         test_from();
         test_short();
         return tap_done();

@@ -387,7 +387,7 @@ static void key_begin(struct bld_stage *st, struct bld_key *k, const char *what)
         bld_key_field(k, "build", buf);
 }
 
-/* The key, and its inputs kept for cache_lookup() (or the FROM's record) */
+/* The key, and its inputs kept for step_lookup() (or the FROM's record) */
 static void key_end(struct bld_stage *st, struct bld_key *k, char key[LAYER_DIGEST_SIZE])
 {
         bld_key_final(k, key);
@@ -428,7 +428,7 @@ static void explain_miss(struct bld_stage *st, struct bld_step *s, const char *i
 /* Looks a step's key up (its inputs from key_end()); a miss says why (`prefix`: the
  * instruction as its history shows it), and either way the step's inputs are recorded as its
  * most recent build. */
-static bool cache_lookup(struct bld_stage *st, struct bld_step *s, const char *key, const char *prefix,
+static bool step_lookup(struct bld_stage *st, struct bld_step *s, const char *key, const char *prefix,
                          struct bld_cache_entry *ret)
 {
         struct bld_build *b = st->b;
@@ -854,7 +854,7 @@ static int step_run(struct bld_stage *st, struct bld_step *s, struct df_eval *ev
                 bld_key_field(&k, "network", in->run.network.text);
                 bld_key_field(&k, "security", in->run.security.text);
                 key_end(st, &k, key);
-                if (cache_lookup(st, s, key, "RUN", &made)) {
+                if (step_lookup(st, s, key, "RUN", &made)) {
                         history = run_history(argv);
                         apply_hit(st, s, &made, history);
                         memcpy(st->key, key, LAYER_DIGEST_SIZE);
@@ -920,7 +920,7 @@ static int commit_cached(struct bld_stage *st, struct bld_step *s, const char *u
 
         if (result_key(st, upper, what, history, key, err) < 0)
                 return -1;
-        if (key[0] && cache_lookup(st, s, key, history, &made)) {
+        if (key[0] && step_lookup(st, s, key, history, &made)) {
                 apply_hit(st, s, &made, history);
                 memcpy(st->key, key, LAYER_DIGEST_SIZE);
                 return 0;

@@ -204,6 +204,15 @@ check "V changed: built" b2 2
 check "  the first stage: build-arg V changed (1 -> 2)" says_in build 2/2 "RUN: build-arg V changed (1 -> 2)"
 check "  the stage built on it: FROM: base stage changed" says_in stage-1 2/2 "FROM: base stage changed"
 
+# a Dockerfile on stdin is the same build from one run to the next
+bs() { # bs V: two.Dockerfile on stdin
+        "$KILN" build --progress plain --build-arg "V=$1" - <"$C/two.Dockerfile" >"$WORK/log" 2>&1 ||
+                { sed 's/^/# /' "$WORK/log" | tail -n 20; return 1; }
+}
+check "a Dockerfile on stdin: built" bs 3
+check "  again with V=4" bs 4
+check "  the miss says why" says_in build 2/2 "RUN: build-arg V changed (3 -> 4)"
+
 # a fresh store: no step was built before
 KILN_ROOT="$WORK/store2"
 check "a second store: the base imported" base 1 one

@@ -410,6 +410,23 @@ static bool starts(const char *s, const char *prefix)
         return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+/* The order a step's own inputs are named in: what the instruction says, where it copies from,
+ * its files, the build-args, then the rest */
+static int rank_of(const char *name)
+{
+        if (strcmp(name, "instruction") == 0 || strcmp(name, "argv") == 0)
+                return 0;
+        if (strcmp(name, "from") == 0 || starts(name, "from."))
+                return 1;
+        if (strcmp(name, "files") == 0 || starts(name, "file:") || starts(name, "parent:") ||
+            starts(name, "heredoc:") || starts(name, "item:"))
+                return 2;
+        if (starts(name, "env."))
+                return 3;
+        return 4;
+}
+#define RANKS 5
+
 /* FROM: one reason, the most telling */
 static char *explain_from(json_t *old, json_t *cur)
 {
@@ -432,16 +449,81 @@ static char *explain_from(json_t *old, json_t *cur)
         return NULL;
 }
 
+/* What the comparison found */
+struct found {
+        struct reasons own;        /* the step's own inputs */
+        struct reasons config;     /* the config it sees */
+        json_t *old_env, *cur_env; /* config.Env as name -> value; NULL: not readable */
+        bool parent_changed;       /* what earlier steps made */
+        bool items_changed, files_said;
+};
+
+/* One field that may differ, `a` before and `b` now */
+static void one_field(struct found *f, const char *name, const char *a, const char *b)
+{
+        if (same(a, b))
+                return;
+        if (strcmp(name, "parent") == 0 || strcmp(name, "image.rootfs") == 0) {
+                f->parent_changed = true;
+        } else if (strcmp(name, "instruction") == 0) {
+                instruction_change(&f->own, a, b);
+        } else if (strcmp(name, "argv") == 0) {
+                reason(&f->own, "command changed");
+        } else if (strcmp(name, "from") == 0) {
+                reason(&f->own, "--from source changed");
+        } else if (strcmp(name, "from.stage") == 0) {
+                reason(&f->own, "--from stage changed");
+        } else if (strcmp(name, "from.image") == 0) {
+                reason(&f->own, "--from image changed");
+        } else if (strcmp(name, "files") == 0) {
+                reason(&f->own, "files changed");
+                f->files_said = true;
+        } else if (starts(name, "file:") || starts(name, "parent:")) {
+                /* a source entry, or (--parents) a directory made above one */
+                file_change(&f->own, strchr(name, ':') + 1, a, b);
+                f->files_said = true;
+        } else if (starts(name, "heredoc:")) {
+                const char *what = !a ? "added" : !b ? "removed" : "changed";
+                reason(&f->own, "heredoc %s %s", name + strlen("heredoc:"), what);
+        } else if (starts(name, "item:")) {
+                /* what a source matched: said by its files, else as "sources changed" */
+                f->items_changed = true;
+        } else if (starts(name, "env.")) {
+                const char *var = name + strlen("env.");
+                /* ENV's variables are said by config.Env; the others came from ARG */
+                if (!f->old_env || !f->cur_env)
+                        value_change(&f->own, "variable", var, a, b);
+                else if (!json_object_get(f->old_env, var) && !json_object_get(f->cur_env, var))
+                        value_change(&f->own, "build-arg", var, a, b);
+        } else if (strcmp(name, "network") == 0 || strcmp(name, "security") == 0) {
+                _cleanup_free_ char *sa = shown(a), *sb = shown(b);
+                reason(&f->own, "%s changed (%s -> %s)", name, sa, sb);
+        } else if (strcmp(name, "build") == 0) {
+                build_changes(&f->own, a, b);
+        } else if (strcmp(name, "config.Env") == 0) {
+                if (f->old_env && f->cur_env)
+                        env_changes(&f->config, f->old_env, f->cur_env);
+                else
+                        reason(&f->config, "ENV changed");
+        } else if (starts(name, "config.")) {
+                config_change(&f->config, name + strlen("config."), a, b);
+        } else if (starts(name, "image.")) {
+                _cleanup_free_ char *sa = shown(a), *sb = shown(b);
+                reason(&f->config, "image %s changed (%s -> %s)", name + strlen("image."), sa, sb);
+        } else {
+                reason(&f->own, "%s changed", name);
+        }
+}
+
 char *bld_cache_explain(json_t *old, json_t *cur, const char *prefix, const char *upstream,
                         bool *ret_upstream)
 {
-        struct reasons own = { 0 }, config = { 0 };
+        struct found f = { 0 };
         _cleanup_free_ const char **names = NULL;
-        _cleanup_json_ json_t *old_env = NULL, *cur_env = NULL;
-        bool parent_changed = false, env_done = false, items_changed = false, files_said = false;
         const char *step = field(cur, "step");
         char *text = NULL;
         size_t n, i;
+        int rank;
 
         if (ret_upstream)
                 *ret_upstream = false;
@@ -449,94 +531,39 @@ char *bld_cache_explain(json_t *old, json_t *cur, const char *prefix, const char
                 return explain_from(old, cur);
         if (!same(field(old, "step"), step)) {
                 const char *was = field(old, "instruction");
+                _cleanup_free_ char *s = NULL;
                 if (!was || *was == '{')
                         was = field(old, "step");
-                _cleanup_free_ char *s = shown(was);
+                s = shown(was);
                 return xasprintf("%s: instruction changed (was %s)", prefix, s);
         }
-        old_env = env_map(field(old, "config.Env"));
-        cur_env = env_map(field(cur, "config.Env"));
+        f.old_env = env_map(field(old, "config.Env"));
+        f.cur_env = env_map(field(cur, "config.Env"));
         names = union_names(old, cur, &n);
-        for (i = 0; i < n; i++) {
-                const char *name = names[i], *a = field(old, name), *b = field(cur, name);
-
-                if (same(a, b))
-                        continue;
-                if (strcmp(name, "parent") == 0 || strcmp(name, "image.rootfs") == 0) {
-                        /* what earlier steps made */
-                        parent_changed = true;
-                } else if (strcmp(name, "instruction") == 0) {
-                        instruction_change(&own, a, b);
-                } else if (strcmp(name, "argv") == 0) {
-                        reason(&own, "command changed");
-                } else if (strcmp(name, "from") == 0) {
-                        reason(&own, "--from source changed");
-                } else if (strcmp(name, "from.stage") == 0) {
-                        reason(&own, "--from stage changed");
-                } else if (strcmp(name, "from.image") == 0) {
-                        reason(&own, "--from image changed");
-                } else if (strcmp(name, "files") == 0) {
-                        reason(&own, "files changed");
-                        files_said = true;
-                } else if (starts(name, "file:") || starts(name, "parent:")) {
-                        /* a source entry, or (--parents) a directory made above one */
-                        file_change(&own, strchr(name, ':') + 1, a, b);
-                        files_said = true;
-                } else if (starts(name, "heredoc:")) {
-                        reason(&own, "heredoc %s %s", name + strlen("heredoc:"),
-                               !a   ? "added"
-                               : !b ? "removed"
-                                    : "changed");
-                } else if (starts(name, "item:")) {
-                        /* what a source matched: said by its files, else below */
-                        items_changed = true;
-                } else if (starts(name, "env.")) {
-                        const char *var = name + strlen("env.");
-                        /* ENV's variables are said by config.Env; the others came from ARG */
-                        if (old_env && cur_env && !json_object_get(old_env, var) &&
-                            !json_object_get(cur_env, var))
-                                value_change(&own, "build-arg", var, a, b);
-                        else if (!old_env || !cur_env)
-                                value_change(&own, "variable", var, a, b);
-                } else if (strcmp(name, "network") == 0 || strcmp(name, "security") == 0) {
-                        _cleanup_free_ char *sa = shown(a), *sb = shown(b);
-                        reason(&own, "%s changed (%s -> %s)", name, sa, sb);
-                } else if (strcmp(name, "build") == 0) {
-                        build_changes(&own, a, b);
-                } else if (strcmp(name, "config.Env") == 0) {
-                        if (old_env && cur_env)
-                                env_changes(&config, old_env, cur_env);
-                        else if (!env_done)
-                                reason(&config, "ENV changed");
-                        env_done = true;
-                } else if (starts(name, "config.")) {
-                        config_change(&config, name + strlen("config."), a, b);
-                } else if (starts(name, "image.")) {
-                        _cleanup_free_ char *sa = shown(a), *sb = shown(b);
-                        reason(&config, "image %s changed (%s -> %s)", name + strlen("image."), sa,
-                               sb);
-                } else {
-                        reason(&own, "%s changed", name);
-                }
-        }
-        if (items_changed && !files_said)
-                reason(&own, "sources changed");
-        if (parent_changed && upstream) {
+        for (rank = 0; rank < RANKS; rank++)
+                for (i = 0; i < n; i++)
+                        if (rank_of(names[i]) == rank)
+                                one_field(&f, names[i], field(old, names[i]), field(cur, names[i]));
+        if (f.items_changed && !f.files_said)
+                reason(&f.own, "sources changed");
+        if (f.parent_changed && upstream) {
                 /* the base changed: what the config says changed came with it */
-                reasons_release(&config);
-                if (own.n == 0) {
+                reasons_release(&f.config);
+                if (f.own.n == 0) {
                         text = xstrdup(upstream);
                         if (ret_upstream)
                                 *ret_upstream = true;
                 }
         }
-        if (!text && (own.n || config.n))
-                text = reasons_text(prefix, &own, &config);
-        else if (!text && parent_changed)
+        if (!text && (f.own.n || f.config.n))
+                text = reasons_text(prefix, &f.own, &f.config);
+        else if (!text && f.parent_changed)
                 text = xstrdup("an earlier step changed");
         else if (!text)
                 text = xasprintf("%s: unchanged, but its cache entry is gone", prefix);
-        reasons_release(&own);
-        reasons_release(&config);
+        reasons_release(&f.own);
+        reasons_release(&f.config);
+        json_decref(f.old_env);
+        json_decref(f.cur_env);
         return text;
 }

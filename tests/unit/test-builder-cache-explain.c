@@ -141,6 +141,12 @@ static void test_run(void)
                run_fields(P1, "[\"sh\",\"-c\",\"make\"]", ENV1, NULL, none), "RUN", NULL,
                "RUN: unchanged, but its cache entry is gone", false,
                "nothing changed: the entry is gone");
+        a = run_fields(P1, "[\"sh\",\"-c\",\"make\"]", ENV1, NULL, v12);
+        b = run_fields(P1, "[\"sh\",\"-c\",\"make\"]", ENV1, NULL, v13);
+        json_object_set_new(b, "build", json_string("epoch=5 compression=0"));
+        expect(a, b, "RUN", NULL,
+               "RUN: build-arg VERSION changed (1.2 -> 1.3), build setting epoch changed (-1 -> 5)",
+               false, "build-args before build settings");
 }
 
 static void test_earlier(void)
@@ -288,6 +294,11 @@ static void test_copy_sources(void)
                fields("parent", P1, "step", "RUN", "argv", "[]", NULL), "RUN", NULL,
                "RUN: instruction changed (was COPY)", false, "sources: a COPY was here before");
 
+        /* what the instruction says first, then the files */
+        a = copy_fields("{\"dest\":\"/app\"}", "a", "file 0644 " D1, NULL);
+        b = copy_fields("{\"dest\":\"/srv\"}", "a", "file 0644 " D2, NULL);
+        expect(a, b, "COPY a /srv", NULL, "COPY a /srv: instruction changed (dest), a changed",
+               false, "sources: the instruction before the files");
         a = copy_fields("COPY --from=build /out /app", NULL);
         b = copy_fields("COPY --from=build /out /app", NULL);
         json_object_set_new(a, "from.stage", json_string(P1));

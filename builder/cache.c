@@ -180,7 +180,8 @@ static atomic_uint tmp_seq;
  * and per call (stages of one build, and other builds, may write at once), then a rename. */
 static void write_json_at(int dfd, const char *name, json_t *j, mode_t mode, bool sync)
 {
-        _cleanup_free_ char *tmp = xasprintf(".tmp-%s-%d-%u", name, (int) getpid(), atomic_fetch_add(&tmp_seq, 1));
+        _cleanup_free_ char *tmp =
+                xasprintf(".tmp-%s-%d-%u", name, (int) getpid(), atomic_fetch_add(&tmp_seq, 1));
         int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
         bool good;
 
@@ -217,6 +218,9 @@ void bld_cache_put(struct bld_build *b, const char *key, const struct bld_cache_
 }
 
 /* ---- the most recent build of each step, to explain a miss ---- */
+
+/* A record's format: another is read as none */
+#define RECORD_VERSION 1
 
 /* .kiln/cache/steps/, made when `make` */
 static int steps_dir(struct bld_build *b, bool make)
@@ -257,7 +261,10 @@ json_t *bld_cache_record_get(struct bld_build *b, const char *id)
         if (fd < 0)
                 return NULL;
         j = json_loadfd(fd, 0, NULL);
-        fields = json_incref(json_object_get(j, "fields"));
+        if (json_integer_value(json_object_get(j, "version")) == RECORD_VERSION)
+                fields = json_incref(json_object_get(j, "fields"));
+        else
+                fields = NULL;
         json_decref(j);
         /* a record of another version, or damaged: as if there were none */
         if (!json_is_object(fields)) {
@@ -282,7 +289,7 @@ void bld_cache_record_put(struct bld_build *b, const char *id, json_t *fields)
         if (dfd < 0)
                 return;
         name = record_name(id);
-        j = json_pack("{s:i, s:o}", "version", 1, "fields", bld_cache_fields_short(fields));
+        j = json_pack("{s:i, s:o}", "version", RECORD_VERSION, "fields", bld_cache_fields_short(fields));
         if (j)
                 write_json_at(dfd, name, j, 0600, false);
         json_decref(j);

@@ -433,6 +433,9 @@ static void build_release(struct bld_build *b)
         free((void *) b->env.uid_map);
         free((void *) b->env.gid_map);
         b->none = bld_none_free(b->none);
+        json_decref(b->remote);
+        json_decref(b->remote_blobs);
+        pthread_mutex_destroy(&b->fetch_lock);
         pthread_mutex_destroy(&b->lock);
 }
 
@@ -440,12 +443,14 @@ int bld_build(const struct bld_build_opts *opts, struct bld_build_result *ret, s
 {
         const struct df_graph *g = opts->graph;
         struct bld_build b = { .o = opts, .scratchfd = -1 };
+        struct bld_stage *target;
         unsigned wave;
         size_t i;
         int r = -1;
 
         memset(ret, 0, sizeof(*ret));
         pthread_mutex_init(&b.lock, NULL);
+        pthread_mutex_init(&b.fetch_lock, NULL);
         clock_gettime(CLOCK_MONOTONIC, &b.started);
         b.created = opts->source_date_epoch >= 0 ? opts->source_date_epoch : (int64_t) time(NULL);
         /* The scratch directory first: overlay is tried where the steps' directories will be. */
@@ -474,10 +479,19 @@ int bld_build(const struct bld_build_opts *opts, struct bld_build_result *ret, s
         }
         if (b.none && bld_prefetch_images(&b, err) < 0)
                 goto out;
+        if (b.cache && opts->n_cache_from > 0)
+                bld_cache_import(&b);
         for (wave = 1; wave <= g->n_waves; wave++)
                 if (run_wave(&b, wave, err) < 0)
                         goto out;
-        if (store_image(&b, &b.stages[g->target], ret, err) < 0)
+        target = &b.stages[g->target];
+        /* the image's layers a --cache-from named and no step needed: fetched now */
+        if (bld_cache_fetch_layers(&b, target->layers, target->n_layers, err) < 0)
+                goto out;
+        bld_cache_inline(&b, target);
+        if (store_image(&b, target, ret, err) < 0)
+                goto out;
+        if (bld_cache_export(&b, target, err) < 0)
                 goto out;
         r = 0;
 out:

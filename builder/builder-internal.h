@@ -403,6 +403,7 @@ struct bld_stage {
         json_t *key_fields;           /* the inputs of the key just made, for its lookup */
         char *upstream;               /* why its FROM missed ("FROM: base image digest
                                        * changed") until a step misses for its own inputs */
+        json_t *chain;                /* key -> entry of each keyed step so far (its base's too) */
 };
 
 struct bld_build {
@@ -424,6 +425,9 @@ struct bld_build {
                                        * stages work in trees of their own (stage-tree.c) */
         bool prefetched;              /* every image is in the store: --pull is done */
         bool cache;                   /* the local cache is consulted and written (overlay only) */
+        json_t *remote;               /* --cache-from entries: key -> entry with "ref" */
+        json_t *remote_blobs;         /* their blobs: digest -> the reference that has it */
+        pthread_mutex_t fetch_lock;   /* one fetch of the caches' blobs at a time */
 };
 
 /* A step being run, for its events. */
@@ -567,9 +571,32 @@ struct bld_cache_entry {
         char media_type[128];
 };
 
-/** The entry for `key` when there is one whose blob is in the store with its size; false
+/** The entry for `key`: a local one whose blob is in the store with its size, else one a
+ * --cache-from imported (its blob is fetched when a step or the image needs it); false
  * otherwise (and always with --no-cache). */
 bool bld_cache_get(struct bld_build *b, const char *key, struct bld_cache_entry *ret);
+/** An entry as JSON (the local entry's and the exported cache's form), and back: false when
+ * a field is missing or bad (a digest, a media type that is not a layer's). */
+json_t *bld_cache_entry_json(const struct bld_cache_entry *e, const char *created_by);
+bool bld_cache_entry_parse(json_t *j, struct bld_cache_entry *ret);
+bool bld_layer_media_type_known(const char *mt);
+
+/* ---- the registry cache (builder/cache-remote.c): --cache-from, --cache-to ---- */
+
+/** Reads every --cache-from's entries (a cache manifest's or an image's inline ones) into
+ * b->remote. A reference that is missing or unreadable is a warning: the build goes on. */
+void bld_cache_import(struct bld_build *b);
+/** The imported entry for `key`, also written as a local entry; false when none. */
+bool bld_cache_remote_get(struct bld_build *b, const char *key, struct bld_cache_entry *ret);
+/** Fetches the blobs of `layers` the store lacks from the caches that named them. */
+int bld_cache_fetch_layers(struct bld_build *b, const struct bld_layer *layers, size_t n, struct kiln_error **err);
+/** Notes a keyed step's entry in the stage's chain (what --cache-to exports). */
+void bld_cache_chain_add(struct bld_stage *st, const char *key, const struct bld_cache_entry *e,
+                         const char *created_by);
+/** The inline cache of the image built from `st` (--cache-to type=inline), into its config. */
+void bld_cache_inline(struct bld_build *b, struct bld_stage *st);
+/** Pushes every --cache-to type=registry: the target's chain (mode=min) or every stage's. */
+int bld_cache_export(struct bld_build *b, struct bld_stage *target, struct kiln_error **err);
 /** Records an entry (temp file and rename); best effort. */
 void bld_cache_put(struct bld_build *b, const char *key, const struct bld_cache_entry *e, const char *created_by);
 

@@ -120,6 +120,24 @@ struct bld_event {
         bool no_record;        /* STEP_MISS: no earlier build of the step was recorded */
 };
 
+/* A --cache-from or --cache-to (BuildKit's syntax). */
+enum bld_cache_kind {
+        BLD_CACHE_REGISTRY,   /* type=registry,ref=REF: a cache manifest (from: or an image's inline cache) */
+        BLD_CACHE_INLINE,     /* type=inline (--cache-to only): the image's config carries its cache */
+};
+
+struct bld_cache_spec {
+        enum bld_cache_kind kind;
+        char *ref;
+        bool max;             /* mode=max: every stage's steps; min (the default): the image's */
+        bool ignore_error;    /* ignore-error=true: an export that fails is a warning */
+};
+
+/** Parses "type=registry,ref=R[,mode=min|max][,ignore-error=true]", "type=inline" (to) or a bare
+ * reference (from: "type=registry,ref=R"). INVALID with a one-line message otherwise. */
+int bld_cache_spec_parse(const char *s, bool to, struct bld_cache_spec *ret, struct kiln_error **err);
+void bld_cache_spec_release(struct bld_cache_spec *s);
+
 struct bld_build_opts {
         struct layer_store *store;
         struct reg_client *registry;     /* to pull base images the store lacks */
@@ -137,6 +155,10 @@ struct bld_build_opts {
                                           * Dockerfile's paths): with a stage and a step's place
                                           * in it, the identity under which each step's inputs
                                           * are recorded to explain its next miss; NULL: none */
+        const struct bld_cache_spec *cache_from; /* registry caches to read (needs `registry`) */
+        size_t n_cache_from;
+        const struct bld_cache_spec *cache_to;   /* caches to write */
+        size_t n_cache_to;
         unsigned jobs;                   /* stages built at once; 0: the number of CPUs */
         int64_t source_date_epoch;       /* -1: none */
         /** Called for every event, one at a time (never concurrently). */

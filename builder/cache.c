@@ -15,6 +15,7 @@
 
 #include "builder/builder-internal.h"
 #include "builder/common/fd-util.h"
+#include "builder/common/json-util.h"
 #include "builder/common/xalloc.h"
 
 void bld_key_init(struct bld_key *k, const char *parent, const char *what)
@@ -124,20 +125,56 @@ static int cache_dir(const struct bld_build *b, struct kiln_error **err)
         return fd;
 }
 
-bool bld_cache_get(struct bld_build *b, const char *key, struct bld_cache_entry *ret)
+json_t *bld_cache_entry_json(const struct bld_cache_entry *e, const char *created_by)
 {
-        _cleanup_close_ int dfd = -1, fd = -1;
-        _cleanup_free_ char *name = NULL;
-        json_t *j;
-        json_error_t je;
+        return json_pack("{s:s, s:s, s:I, s:s, s:b, s:s}", "digest", e->empty ? "" : e->digest, "diff_id",
+                         e->empty ? "" : e->diff_id, "size", (json_int_t) e->size, "media_type",
+                         e->empty ? "" : e->media_type, "empty_layer", e->empty, "created_by",
+                         created_by ? created_by : "");
+}
+
+bool bld_cache_entry_parse(json_t *j, struct bld_cache_entry *ret)
+{
         const char *digest, *diff_id, *mt;
         json_int_t size;
         int empty = 0;
-        uint64_t have = 0;
-        bool ok = false;
 
-        if (!key || !*key || b->o->no_cache)
+        if (json_unpack(j, "{s:s, s:s, s:I, s:s, s:b}", "digest", &digest, "diff_id", &diff_id, "size", &size,
+                        "media_type", &mt, "empty_layer", &empty) < 0)
                 return false;
+        *ret = (struct bld_cache_entry){ .empty = empty };
+        if (empty)
+                return true;
+        if (!layer_digest_valid(digest) || !layer_digest_valid(diff_id) || size < 0 || !bld_layer_media_type_known(mt))
+                return false;
+        snprintf(ret->digest, sizeof(ret->digest), "%s", digest);
+        snprintf(ret->diff_id, sizeof(ret->diff_id), "%s", diff_id);
+        ret->size = (uint64_t) size;
+        snprintf(ret->media_type, sizeof(ret->media_type), "%s", mt);
+        return true;
+}
+
+bool bld_layer_media_type_known(const char *mt)
+{
+        int c;
+
+        for (c = 0; c < _LAYER_COMPRESSION_MAX; c++)
+                if (strcmp(mt, layer_media_type((enum layer_compression) c, false)) == 0 ||
+                    strcmp(mt, layer_media_type((enum layer_compression) c, true)) == 0)
+                        return true;
+        return false;
+}
+
+/* The local entry for `key`, when its blob is in the store with its size. */
+static bool local_get(struct bld_build *b, const char *key, struct bld_cache_entry *ret)
+{
+        _cleanup_close_ int dfd = -1, fd = -1;
+        _cleanup_free_ char *name = NULL;
+        _cleanup_json_ json_t *j = NULL;
+        json_error_t je;
+        uint64_t have = 0;
+        int bfd;
+
         dfd = cache_dir(b, NULL);
         if (dfd < 0)
                 return false;
@@ -146,32 +183,25 @@ bool bld_cache_get(struct bld_build *b, const char *key, struct bld_cache_entry 
         if (fd < 0)
                 return false;
         j = json_loadfd(fd, 0, &je);
-        if (!j)
+        if (!j || !bld_cache_entry_parse(j, ret))
                 return false;
-        if (json_unpack(j, "{s:s, s:s, s:I, s:s, s:b}", "digest", &digest, "diff_id", &diff_id,
-                        "size", &size, "media_type", &mt, "empty_layer", &empty) < 0)
-                goto out;
-        *ret = (struct bld_cache_entry){ .empty = empty };
-        if (!empty) {
-                int bfd;
-                if (!layer_digest_valid(digest) || !layer_digest_valid(diff_id) || size < 0)
-                        goto out;
-                /* the blob must still be there, whole: prune or a user may have removed it */
-                bfd = layer_store_open_blob(b->o->store, digest, &have, NULL);
-                if (bfd < 0)
-                        goto out;
-                close(bfd);
-                if (have != (uint64_t) size)
-                        goto out;
-                snprintf(ret->digest, sizeof(ret->digest), "%s", digest);
-                snprintf(ret->diff_id, sizeof(ret->diff_id), "%s", diff_id);
-                ret->size = (uint64_t) size;
-                snprintf(ret->media_type, sizeof(ret->media_type), "%s", mt);
-        }
-        ok = true;
-out:
-        json_decref(j);
-        return ok;
+        if (ret->empty)
+                return true;
+        /* the blob must still be there, whole: prune or a user may have removed it */
+        bfd = layer_store_open_blob(b->o->store, ret->digest, &have, NULL);
+        if (bfd < 0)
+                return false;
+        close(bfd);
+        return have == ret->size;
+}
+
+bool bld_cache_get(struct bld_build *b, const char *key, struct bld_cache_entry *ret)
+{
+        if (!key || !*key || b->o->no_cache)
+                return false;
+        if (local_get(b, key, ret))
+                return true;
+        return bld_cache_remote_get(b, key, ret);
 }
 
 static atomic_uint tmp_seq;
@@ -207,10 +237,7 @@ void bld_cache_put(struct bld_build *b, const char *key, const struct bld_cache_
         if (dfd < 0)
                 return;
         name = entry_name(key);
-        j = json_pack("{s:s, s:s, s:I, s:s, s:b, s:s}", "digest", e->empty ? "" : e->digest,
-                      "diff_id", e->empty ? "" : e->diff_id, "size", (json_int_t) e->size,
-                      "media_type", e->empty ? "" : e->media_type, "empty_layer", e->empty,
-                      "created_by", created_by ? created_by : "");
+        j = bld_cache_entry_json(e, created_by);
         if (!j)
                 return;
         write_json_at(dfd, name, j, 0644, true);

@@ -48,6 +48,8 @@ struct build_opts {
         bool epoch_set;
         struct output *outputs;
         size_t n_outputs;
+        struct bld_cache_spec *cache_from, *cache_to;
+        size_t n_cache_from, n_cache_to;
 };
 
 enum {
@@ -64,6 +66,8 @@ enum {
         OPT_NO_CACHE,
         OPT_EPOCH,
         OPT_EXPLAIN_CACHE,
+        OPT_CACHE_FROM,
+        OPT_CACHE_TO,
 };
 
 static const struct option build_options[] = {
@@ -84,6 +88,8 @@ static const struct option build_options[] = {
         { .name = "pull", .has_arg = no_argument, .val = OPT_PULL },
         { .name = "no-cache", .has_arg = no_argument, .val = OPT_NO_CACHE },
         { .name = "explain-cache", .has_arg = no_argument, .val = OPT_EXPLAIN_CACHE },
+        { .name = "cache-from", .has_arg = required_argument, .val = OPT_CACHE_FROM },
+        { .name = "cache-to", .has_arg = required_argument, .val = OPT_CACHE_TO },
         { .name = "source-date-epoch", .has_arg = required_argument, .val = OPT_EPOCH },
         {},
 };
@@ -204,6 +210,18 @@ static int build_option(void *state, int opt, const char *arg, struct kiln_error
                 return 0;
         case OPT_EXPLAIN_CACHE:
                 o->explain_cache = true;
+                return 0;
+        case OPT_CACHE_FROM:
+                o->cache_from = xrealloc(o->cache_from, (o->n_cache_from + 1) * sizeof(*o->cache_from));
+                if (bld_cache_spec_parse(arg, false, &o->cache_from[o->n_cache_from], err) < 0)
+                        return CLI_USAGE;
+                o->n_cache_from++;
+                return 0;
+        case OPT_CACHE_TO:
+                o->cache_to = xrealloc(o->cache_to, (o->n_cache_to + 1) * sizeof(*o->cache_to));
+                if (bld_cache_spec_parse(arg, true, &o->cache_to[o->n_cache_to], err) < 0)
+                        return CLI_USAGE;
+                o->n_cache_to++;
                 return 0;
         case 'o':
                 return parse_output(o, arg, err);
@@ -743,6 +761,10 @@ static int run_build(void *state, char **args, unsigned n_args, struct cli_ctx *
                 .pull = o->pull,
                 .no_cache = o->no_cache,
                 .cache_scope = scope,
+                .cache_from = o->cache_from,
+                .n_cache_from = o->n_cache_from,
+                .cache_to = o->cache_to,
+                .n_cache_to = o->n_cache_to,
                 .jobs = o->jobs,
                 .source_date_epoch = o->epoch_set ? o->source_date_epoch : bld_source_date_epoch(),
                 .event = on_event,
@@ -789,6 +811,12 @@ static void release_build(void *state)
                 free(o->outputs[i].name);
         }
         free(o->outputs);
+        for (size_t i = 0; i < o->n_cache_from; i++)
+                bld_cache_spec_release(&o->cache_from[i]);
+        free(o->cache_from);
+        for (size_t i = 0; i < o->n_cache_to; i++)
+                bld_cache_spec_release(&o->cache_to[i]);
+        free(o->cache_to);
         cli_registry_release(&o->reg);
         cli_frontend_release(&fe);
 }
@@ -811,6 +839,10 @@ const struct cli_verb cli_verb_build = {
                 "  --explain-cache           say why each step missed the cache (always with\n"
                 "                            --progress plain, which leaves out steps never\n"
                 "                            built before)\n"
+                "  --cache-from SPEC         reuse steps from a registry cache: type=registry,ref=REF,\n"
+                "                            or an IMAGE built with --cache-to type=inline (repeatable)\n"
+                "  --cache-to SPEC           export the cache: type=registry,ref=REF[,mode=min|max]\n"
+                "                            [,ignore-error=true], or type=inline (into the image)\n"
                 "  --iidfile FILE            write the image id (its config digest)\n"
                 "  --metadata-file FILE      write buildx-style JSON (containerimage.digest, ...)\n"
                 "  --isolation MODE          auto (default), root, userns, or none (in a throwaway\n"

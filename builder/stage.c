@@ -63,6 +63,8 @@ void bld_stage_release(struct bld_stage *st)
         json_decref(st->triggers);
         json_decref(st->key_fields);
         free(st->upstream);
+        json_decref(st->chain);
+        st->chain = NULL;
         free(st->name);
         free(st->tree);
         st->tree = NULL;
@@ -478,6 +480,9 @@ static int settle(struct bld_stage *st, struct kiln_error **err)
 
         if (!st->unsettled)
                 return 0;
+        /* layers a --cache-from named are fetched now that their files are needed */
+        if (bld_cache_fetch_layers(st->b, st->layers, st->n_layers, err) < 0)
+                return -1;
         img.n = st->n_layers;
         img.digests = xcalloc(img.n + 1, sizeof(*img.digests));
         img.diff_ids = xcalloc(img.n + 1, sizeof(*img.diff_ids));
@@ -503,17 +508,24 @@ static int settle_other(struct bld_stage *st, struct kiln_error **err)
 {
         int r;
 
+        /* downloads first, outside the build's lock (events take it); that stage is done */
+        if (st->unsettled && bld_cache_fetch_layers(st->b, st->layers, st->n_layers, err) < 0)
+                return -1;
         pthread_mutex_lock(&st->b->lock);
         r = settle(st, err);
         pthread_mutex_unlock(&st->b->lock);
         return r;
 }
 
-/* Uses a cache entry for the step: its layer and history, nothing run. */
-static void apply_hit(struct bld_stage *st, struct bld_step *s, const struct bld_cache_entry *e,
+/* Uses the cache entry of `key` for the step: its layer and history, nothing run; the stage's
+ * key moves on. */
+static void apply_hit(struct bld_stage *st, struct bld_step *s, const char *key, const struct bld_cache_entry *e,
                       const char *created_by)
 {
         struct bld_build *b = st->b;
+
+        memmove(st->key, key, LAYER_DIGEST_SIZE);
+        bld_cache_chain_add(st, key, e, created_by);
 
         if (e->empty) {
                 bld_config_add_history(st->config, b->created, created_by, true);
@@ -557,6 +569,7 @@ static void cache_record(struct bld_stage *st, const char *key, const struct bld
                 return;
         }
         bld_cache_put(st->b, key, made, created_by);
+        bld_cache_chain_add(st, key, made, created_by);
         memcpy(st->key, key, LAYER_DIGEST_SIZE);
 }
 
@@ -570,9 +583,11 @@ static int from_image(struct bld_stage *st, const char *ref, const char *platfor
 
         if (resolve_image(b, ref, platform, &img, err) < 0)
                 return -1;
-        /* without overlay the stage's tree is made from the layers (stage-tree.c) */
-        if (!b->trees && image_rootfs(b, &img, &path, err) < 0)
+        /* without overlay the stage's tree is made from the layers (stage-tree.c); with the
+         * cache the lower directory waits for the first step that runs (settle()) */
+        if (!b->trees && !(b->cache && img.n > 0) && image_rootfs(b, &img, &path, err) < 0)
                 goto out;
+        st->unsettled = b->cache && img.n > 0;
         st->config = json_incref(img.config);
         for (i = 0; i < img.n; i++)
                 add_layer(st, img.digests[i], img.diff_ids[i], img.sizes[i], img.media_types[i]);
@@ -620,13 +635,18 @@ static int from_stage(struct bld_stage *st, struct bld_stage *base, struct kiln_
 {
         size_t i;
 
-        if (settle_other(base, err) < 0)
-                return -1;
+        /* an unsettled base (all its steps hit) stays so: its layers are made into a lower
+         * directory only when a step here runs */
+        pthread_mutex_lock(&st->b->lock);
+        st->unsettled = base->unsettled;
+        pthread_mutex_unlock(&st->b->lock);
+        if (base->chain)
+                st->chain = json_deep_copy(base->chain);
         st->config = json_deep_copy(base->config);
         for (i = 0; i < base->n_layers; i++)
                 add_layer(st, base->layers[i].digest, base->layers[i].diff_id, base->layers[i].size,
                           base->layers[i].media_type);
-        for (i = 0; i < base->n_lowers; i++)
+        for (i = 0; !st->unsettled && i < base->n_lowers; i++)
                 add_lower(st, base->lowers[i]);
         memcpy(st->key, base->key, LAYER_DIGEST_SIZE);
         return 0;
@@ -856,8 +876,7 @@ static int step_run(struct bld_stage *st, struct bld_step *s, struct df_eval *ev
                 key_end(st, &k, key);
                 if (step_lookup(st, s, key, "RUN", &made)) {
                         history = run_history(argv);
-                        apply_hit(st, s, &made, history);
-                        memcpy(st->key, key, LAYER_DIGEST_SIZE);
+                        apply_hit(st, s, key, &made, history);
                         return 0;
                 }
         }
@@ -921,8 +940,7 @@ static int commit_cached(struct bld_stage *st, struct bld_step *s, const char *u
         if (result_key(st, upper, what, history, key, err) < 0)
                 return -1;
         if (key[0] && step_lookup(st, s, key, history, &made)) {
-                apply_hit(st, s, &made, history);
-                memcpy(st->key, key, LAYER_DIGEST_SIZE);
+                apply_hit(st, s, key, &made, history);
                 return 0;
         }
         if (commit_entry(st, upper, history, &made, err) < 0)

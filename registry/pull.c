@@ -499,3 +499,67 @@ void reg_manifest_release(struct reg_manifest *m)
         free(m->config);
         memset(m, 0, sizeof(*m));
 }
+
+int reg_fetch_blobs(struct reg_client *c, struct layer_store *store, const char *refstr,
+                    const struct reg_blob_desc *blobs, size_t n, uint64_t *ret_bytes, struct kiln_error **err)
+{
+        struct reg_ref ref = { 0 };
+        struct reg_source *src = NULL;
+        struct reg_scope *sc = NULL;
+        struct fetch f = { 0 };
+        _cleanup_free_ char *what = NULL, *repo = NULL;
+        size_t n_src = 0, i, j;
+        int r = -1;
+
+        if (ret_bytes)
+                *ret_bytes = 0;
+        if (reg_ref_parse(refstr, &ref, err) < 0)
+                return -1;
+        what = reg_ref_string(&ref);
+        repo = reg_ref_repository(&ref);
+        f.jobs = xcalloc(n + 1, sizeof(*f.jobs));
+        for (i = 0; i < n; i++) {
+                if (!layer_digest_valid(blobs[i].digest)) {
+                        kiln_error_new(err, KILN_ERR_PARSE, "%s: '%s' is not a digest", what, blobs[i].digest);
+                        goto out;
+                }
+                if (layer_store_has(store, blobs[i].digest))
+                        continue;
+                for (j = 0; j < f.n_jobs; j++)
+                        if (strcmp(f.jobs[j].digest, blobs[i].digest) == 0)
+                                break;
+                if (j < f.n_jobs)
+                        continue;
+                snprintf(f.jobs[f.n_jobs].digest, LAYER_DIGEST_SIZE, "%s", blobs[i].digest);
+                f.jobs[f.n_jobs++].size = blobs[i].size;
+        }
+        if (f.n_jobs == 0) {
+                r = 0;
+                goto out;
+        }
+        if (pull_scopes(c, &ref, &src, &n_src, &sc, err) < 0)
+                goto out;
+        f.c = c;
+        f.store = store;
+        f.scopes = sc;
+        f.n_scopes = n_src;
+        pthread_mutex_init(&f.lock, NULL);
+        r = reg_run_parallel(c->opts.parallel, f.n_jobs, fetch_job, &f, err);
+        pthread_mutex_destroy(&f.lock);
+        if (r < 0) {
+                r = -1;
+                kiln_error_wrap(err, "fetch from %s", what);
+                goto out;
+        }
+        for (i = 0; i < f.n_jobs; i++)
+                layer_store_note_source(store, f.jobs[i].digest, repo);
+        if (ret_bytes)
+                *ret_bytes = f.bytes;
+        r = 0;
+out:
+        free(f.jobs);
+        free(sc);
+        reg_sources_free(src, n_src);
+        reg_ref_release(&ref);
+        return r;
+}

@@ -311,13 +311,59 @@ static int put_manifest(struct push *p, const char *reference, const char *body,
         return r;
 }
 
+/* Pushes the blobs a manifest names (from the store), then the manifest under the reference's
+ * tag or digest and the extra tags. */
+static int push_manifest(struct reg_client *c, struct layer_store *store, const struct reg_ref *ref, const char *local,
+                         const char *text, size_t len, const char *media_type, const struct reg_push_opts *opts,
+                         struct reg_push_result *ret, struct kiln_error **err)
+{
+        struct push p = { .c = c, .store = store, .ret = ret };
+        _cleanup_free_ char *what = reg_ref_string(ref), *repo = reg_ref_repository(ref);
+        size_t i;
+        int r = -1;
+
+        if (reg_manifest_blobs(text, len, local, &p.blobs, &p.n_blobs, err) < 0)
+                goto out;
+        p.sc.ep = reg_endpoint_for(c, reg_ref_endpoint(ref), err);
+        if (!p.sc.ep)
+                goto out;
+        p.sc.domain = ref->domain;
+        p.sc.path = ref->path;
+        p.sc.actions = "pull,push";
+        p.domain = ref->domain;
+        reg_progress(c, "pushing %s to %s", local, what);
+        pthread_mutex_init(&p.lock, NULL);
+        r = reg_run_parallel(c->opts.parallel, p.n_blobs, push_one, &p, err);
+        pthread_mutex_destroy(&p.lock);
+        if (r < 0) {
+                kiln_error_wrap(err, "push %s", what);
+                goto out;
+        }
+        r = -1;
+        if (put_manifest(&p, ref->digest ? ref->digest : ref->tag, text, len, media_type, ret->manifest_digest, err) < 0)
+                goto out;
+        /* When a digest and a tag were both given, the tag is set too; then the extra tags. */
+        if (ref->digest && ref->tag &&
+            put_manifest(&p, ref->tag, text, len, media_type, ret->manifest_digest, err) < 0)
+                goto out;
+        for (i = 0; opts && i < opts->n_tags; i++)
+                if (put_manifest(&p, opts->tags[i], text, len, media_type, ret->manifest_digest, err) < 0)
+                        goto out;
+        for (i = 0; i < p.n_blobs; i++)
+                layer_store_note_source(store, p.blobs[i].digest, repo);
+        reg_progress(c, "pushed %s: %s", what, ret->manifest_digest);
+        r = 0;
+out:
+        free(p.blobs);
+        return r;
+}
+
 int reg_push(struct reg_client *c, struct layer_store *store, const char *local, const char *dest,
              const struct reg_push_opts *opts, struct reg_push_result *ret, struct kiln_error **err)
 {
         struct reg_ref ref = { 0 };
         struct layer_ref lref = { 0 };
-        struct push p = { .c = c, .store = store, .ret = ret };
-        _cleanup_free_ char *what = NULL, *data = NULL, *text = NULL, *repo = NULL;
+        _cleanup_free_ char *what = NULL, *data = NULL, *text = NULL;
         _cleanup_json_ json_t *m = NULL;
         const char *media_type;
         size_t len, i;
@@ -328,7 +374,6 @@ int reg_push(struct reg_client *c, struct layer_store *store, const char *local,
         if (reg_ref_parse(dest, &ref, err) < 0)
                 return -1;
         what = reg_ref_string(&ref);
-        repo = reg_ref_repository(&ref);
         for (i = 0; opts && i < opts->n_tags; i++)
                 if (!reg_tag_valid(opts->tags[i])) {
                         kiln_error_new(err, KILN_ERR_INVALID, "'%s' is not a valid tag (up to 128 of [A-Za-z0-9_.-], "
@@ -374,40 +419,30 @@ int reg_push(struct reg_client *c, struct layer_store *store, const char *local,
                                what, ret->manifest_digest);
                 goto out;
         }
-        if (reg_manifest_blobs(text, len, local, &p.blobs, &p.n_blobs, err) < 0)
-                goto out;
-        p.sc.ep = reg_endpoint_for(c, reg_ref_endpoint(&ref), err);
-        if (!p.sc.ep)
-                goto out;
-        p.sc.domain = ref.domain;
-        p.sc.path = ref.path;
-        p.sc.actions = "pull,push";
-        p.domain = ref.domain;
-        reg_progress(c, "pushing %s to %s", local, what);
-        pthread_mutex_init(&p.lock, NULL);
-        r = reg_run_parallel(c->opts.parallel, p.n_blobs, push_one, &p, err);
-        pthread_mutex_destroy(&p.lock);
-        if (r < 0) {
-                kiln_error_wrap(err, "push %s", what);
-                goto out;
-        }
-        r = -1;
-        if (put_manifest(&p, ref.digest ? ref.digest : ref.tag, text, len, media_type, ret->manifest_digest, err) < 0)
-                goto out;
-        /* When a digest and a tag were both given, the tag is set too; then the extra tags. */
-        if (ref.digest && ref.tag &&
-            put_manifest(&p, ref.tag, text, len, media_type, ret->manifest_digest, err) < 0)
-                goto out;
-        for (i = 0; opts && i < opts->n_tags; i++)
-                if (put_manifest(&p, opts->tags[i], text, len, media_type, ret->manifest_digest, err) < 0)
-                        goto out;
-        for (i = 0; i < p.n_blobs; i++)
-                layer_store_note_source(store, p.blobs[i].digest, repo);
-        reg_progress(c, "pushed %s: %s", what, ret->manifest_digest);
-        r = 0;
+        r = push_manifest(c, store, &ref, local, text, len, media_type, opts, ret, err);
 out:
-        free(p.blobs);
         layer_ref_release(&lref);
+        reg_ref_release(&ref);
+        return r;
+}
+
+int reg_push_manifest(struct reg_client *c, struct layer_store *store, const char *dest, const char *body,
+                      size_t len, const char *media_type, struct reg_push_result *ret, struct kiln_error **err)
+{
+        struct reg_ref ref = { 0 };
+        _cleanup_free_ char *what = NULL;
+        int r;
+
+        memset(ret, 0, sizeof(*ret));
+        if (reg_ref_parse(dest, &ref, err) < 0)
+                return -1;
+        {
+                _cleanup_(layer_sha256_freep) struct layer_sha256 *h = layer_sha256_new();
+                layer_sha256_update(h, body, len);
+                layer_sha256_final(h, ret->manifest_digest);
+        }
+        what = reg_ref_string(&ref);
+        r = push_manifest(c, store, &ref, what, body, len, media_type, NULL, ret, err);
         reg_ref_release(&ref);
         return r;
 }

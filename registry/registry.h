@@ -181,6 +181,28 @@ struct reg_push_result {
 int reg_push(struct reg_client *c, struct layer_store *store, const char *local, const char *dest,
              const struct reg_push_opts *opts, struct reg_push_result *ret, struct kiln_error **err);
 
+/**
+ * Pushes a manifest given as bytes (an image manifest naming blobs the store holds: a build
+ * cache's, say) to `dest`: its blobs first (skipped when present, mounted when kiln knows
+ * another repository there has them), then the manifest under dest's tag or digest.
+ */
+int reg_push_manifest(struct reg_client *c, struct layer_store *store, const char *dest, const char *body,
+                      size_t len, const char *media_type, struct reg_push_result *ret, struct kiln_error **err);
+
+/* A blob to fetch: its digest and size. */
+struct reg_blob_desc {
+        const char *digest;
+        uint64_t size;
+};
+
+/**
+ * Fetches blobs of the repository `ref` names (its tag or digest is not used) into the store,
+ * in parallel, each verified against its digest; blobs the store has are skipped. *ret_bytes
+ * (may be NULL): bytes downloaded.
+ */
+int reg_fetch_blobs(struct reg_client *c, struct layer_store *store, const char *ref,
+                    const struct reg_blob_desc *blobs, size_t n, uint64_t *ret_bytes, struct kiln_error **err);
+
 /* What `kiln inspect` shows: a manifest or index as the registry sent it, and the config. */
 struct reg_manifest {
         char *body;                      /* the manifest or index, verbatim */

@@ -590,6 +590,10 @@ void bld_cache_import(struct bld_build *b);
 bool bld_cache_remote_get(struct bld_build *b, const char *key, struct bld_cache_entry *ret);
 /** Fetches the blobs of `layers` the store lacks from the caches that named them. */
 int bld_cache_fetch_layers(struct bld_build *b, const struct bld_layer *layers, size_t n, struct kiln_error **err);
+/** A base image the store lacks, resolved from its manifest and config only (with a
+ * --cache-from): its layers are registered to be fetched when needed. */
+int bld_cache_lazy_image(struct bld_build *b, const char *ref, const char *platform, struct bld_image_layers *ret,
+                         struct kiln_error **err);
 /** Notes a keyed step's entry in the stage's chain (what --cache-to exports). */
 void bld_cache_chain_add(struct bld_stage *st, const char *key, const struct bld_cache_entry *e,
                          const char *created_by);

@@ -242,7 +242,7 @@ int bld_cache_fetch_layers(struct bld_build *b, const struct bld_layer *layers, 
         size_t i, j;
         int r = 0;
 
-        if (!b->remote_blobs || json_object_size(b->remote_blobs) == 0)
+        if (!b->remote_blobs)
                 return 0;
         pthread_mutex_lock(&b->fetch_lock);
         for (i = 0; i < n && r == 0; i++) {
@@ -269,6 +269,32 @@ int bld_cache_fetch_layers(struct bld_build *b, const struct bld_layer *layers, 
         }
         pthread_mutex_unlock(&b->fetch_lock);
         return r;
+}
+
+int bld_cache_lazy_image(struct bld_build *b, const char *ref, const char *platform, struct bld_image_layers *ret,
+                         struct kiln_error **err)
+{
+        _cleanup_(reg_manifest_release) struct reg_manifest m = { 0 };
+        _cleanup_json_ json_t *manifest = NULL, *config = NULL;
+        size_t i;
+
+        if (reg_inspect(b->o->registry, ref, platform, true, &m, err) < 0)
+                return -1;
+        manifest = kiln_json_loadb(m.body, m.len, ref, err);
+        if (!manifest)
+                return -1;
+        config = kiln_json_loadb(m.config, m.config_len, ref, err);
+        if (!config)
+                return -1;
+        if (bld_image_layers_parse(manifest, config, ref, ret, err) < 0)
+                return -1;
+        pthread_mutex_lock(&b->fetch_lock);
+        for (i = 0; i < ret->n; i++)
+                if (!json_object_get(b->remote_blobs, ret->digests[i]))
+                        json_object_set_new(b->remote_blobs, ret->digests[i], json_string(ref));
+        pthread_mutex_unlock(&b->fetch_lock);
+        info(b, "cache: %s resolved to %.19s; its %zu layers are fetched when needed", ref, m.digest, ret->n);
+        return 0;
 }
 
 /* ---- export ---- */

@@ -322,6 +322,10 @@ static int resolve_image(struct bld_build *b, const char *ref, const char *platf
         }
         if (!b->o->registry)
                 return kiln_error_new(err, KILN_ERR_NOTFOUND, "image '%s' is not in the store", ref);
+        /* With a registry cache the manifest and config are enough to key the steps: the
+         * layers come when a step runs on them or the image needs them. */
+        if (b->remote_blobs)
+                return bld_cache_lazy_image(b, ref, platform, ret, err);
         if (reg_pull(b->o->registry, b->o->store, ref, &po, &res, err) < 0)
                 return -1;
         return bld_image_layers(b->o->store, normal, ret, err);
@@ -358,6 +362,17 @@ static int image_rootfs(struct bld_build *b, const struct bld_image_layers *img,
         if (img->n == 0) {
                 *ret_path = xstrdup(b->empty_dir);
                 return 0;
+        }
+        if (b->remote_blobs) {
+                /* layers only a --cache-from or a lazily resolved base named: fetched now */
+                _cleanup_free_ struct bld_layer *l = xcalloc(img->n, sizeof(*l));
+                size_t i;
+                for (i = 0; i < img->n; i++) {
+                        memcpy(l[i].digest, img->digests[i], LAYER_DIGEST_SIZE);
+                        l[i].size = img->sizes ? img->sizes[i] : 0;
+                }
+                if (bld_cache_fetch_layers(b, l, img->n, err) < 0)
+                        return -1;
         }
         if (bld_build_has_ranges(b)) {
                 if (sb_unshare(&b->env, make_rootfs, &j, err) < 0)
@@ -486,13 +501,16 @@ static int settle(struct bld_stage *st, struct kiln_error **err)
         img.n = st->n_layers;
         img.digests = xcalloc(img.n + 1, sizeof(*img.digests));
         img.diff_ids = xcalloc(img.n + 1, sizeof(*img.diff_ids));
+        img.sizes = xcalloc(img.n + 1, sizeof(*img.sizes));
         for (i = 0; i < img.n; i++) {
+                img.sizes[i] = st->layers[i].size;
                 memcpy(img.digests[i], st->layers[i].digest, LAYER_DIGEST_SIZE);
                 memcpy(img.diff_ids[i], st->layers[i].diff_id, LAYER_DIGEST_SIZE);
         }
         r = image_rootfs(st->b, &img, &path, err);
         free(img.digests);
         free(img.diff_ids);
+        free(img.sizes);
         if (r < 0)
                 return -1;
         for (i = 0; i < st->n_lowers; i++)

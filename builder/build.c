@@ -300,7 +300,10 @@ static int store_image(struct bld_build *b, struct bld_stage *st, struct bld_bui
         uint64_t config_size;
         size_t i;
 
-        bld_config_set_created(st->config, b->created);
+        if (b->o->source_date_epoch >= 0)
+                bld_config_set_created(st->config, b->created);
+        else
+                bld_config_settle_times(st->config, b->created);
         if (store_json(b->o->store, st->config, ret->config_digest, &config_size, err) < 0) {
                 json_decref(layers);
                 return kiln_error_wrap(err, "image config");
@@ -466,10 +469,10 @@ int bld_build(const struct bld_build_opts *opts, struct bld_build_result *ret, s
         if (choose_isolation(&b, &ret->isolation_why, err) < 0)
                 goto out;
         build_event(&b, BLD_EVENT_INFO, "isolation: %s", ret->isolation_why);
-        /* This increment caches the overlay path only: without overlay every step runs. */
-        b.cache = !b.none && !b.trees;
+        /* --isolation none diffs / itself: a cached layer would have to be applied there */
+        b.cache = !b.none;
         if (!b.cache)
-                build_event(&b, BLD_EVENT_INFO, "cache: not used %s", b.none ? "with --isolation none" : "without overlay");
+                build_event(&b, BLD_EVENT_INFO, "cache: not used with --isolation none");
         b.stages = xcalloc(g->n_stages, sizeof(*b.stages));
         for (i = 0; i < g->n_stages; i++) {
                 b.stages[i].b = &b;

@@ -334,9 +334,20 @@ void bld_config_default_path(json_t *config);
 /** Env as a vector of borrowed strings (free the vector only). */
 const char **bld_config_env(json_t *config, size_t *ret_n);
 
+/* A history entry's time, decided when the image is stored (bld_config_settle_times()). */
+#define BLD_TIME_PENDING INT64_MIN
+
 void bld_config_add_history(json_t *config, int64_t created, const char *created_by, bool empty_layer);
 void bld_config_add_diff_id(json_t *config, const char *diff_id);
 void bld_config_set_created(json_t *config, int64_t created);
+/**
+ * Gives each BLD_TIME_PENDING history entry (a metadata instruction: it makes nothing of its
+ * own) the time of the next entry with one, else of the previous, else `fallback`; and sets
+ * the config's "created" to the newest history time (else `fallback`). A cache hit keeps the
+ * time its step first ran, so a fully cached rebuild makes the very same image, while one that
+ * ran a step is as new as that step.
+ */
+void bld_config_settle_times(json_t *config, int64_t fallback);
 
 /**
  * Applies a metadata instruction (expanded) to the config, as Docker does; *ret_history gets
@@ -378,6 +389,7 @@ struct bld_layer {
 
 struct bld_build;
 struct bld_none;
+struct bld_cache_entry;
 
 struct bld_stage {
         struct bld_build *b;
@@ -519,7 +531,11 @@ int bld_tree_begin(struct bld_stage *st, bool run, const char **ret_dir, struct 
 
 /** After a step: what changed in the tree since bld_tree_begin() (with the ancestors an
  * overlay upper would hold) as the step's layer; nothing: an empty history entry. */
-int bld_tree_commit(struct bld_stage *st, const char *created_by, struct kiln_error **err);
+int bld_tree_commit(struct bld_stage *st, const char *created_by, struct bld_cache_entry *made,
+                    struct kiln_error **err);
+/** A cached layer added to the stage: applied to its tree when it has one (whiteouts
+ * included), else nothing (the tree is made from all the stage's layers when needed). */
+int bld_tree_apply(struct bld_stage *st, const struct bld_layer *layer, struct kiln_error **err);
 
 /** After a stage: its stubs removed; its tree made when a later stage copies from it. */
 int bld_tree_stage_done(struct bld_stage *st, struct kiln_error **err);
@@ -569,6 +585,7 @@ struct bld_cache_entry {
         char diff_id[LAYER_DIGEST_SIZE];
         uint64_t size;
         char media_type[128];
+        int64_t created; /* when the step ran (seconds since the epoch); -1: unknown */
 };
 
 /** The entry for `key`: a local one whose blob is in the store with its size, else one a
@@ -627,6 +644,26 @@ json_t *bld_cache_fields_short(json_t *fields);
  * *ret_upstream set) or "an earlier step changed". Caller frees.
  */
 char *bld_cache_explain(json_t *old, json_t *cur, const char *prefix, const char *upstream, bool *ret_upstream);
+/* The cache as a garbage collection root (kiln prune, kiln store fsck): prune keeps the
+ * blobs entries name and drops entries whose blob is gone. */
+struct bld_cache_gc {
+        bool check_only; /* fsck: remove nothing */
+        bool all;        /* prune --cache: every entry goes */
+        /* prune --cache --keep-storage: the least recently used entries go until the blobs
+         * only entries keep total at most this (one whose blob an image keeps frees nothing
+         * and stays); -1: no limit */
+        int64_t keep_storage;
+        /* results */
+        uint64_t entries_removed, entries_kept;
+        uint64_t bytes_kept; /* of the blobs only entries keep */
+        uint64_t temp_removed;
+};
+
+/** A layer_gc_roots mark function; ctx is a struct bld_cache_gc. Entries go before any
+ * blob (the cache directory is fsync'd), so no entry outlives its blob. IO when the cache
+ * cannot be read. */
+int bld_cache_gc_mark(struct layer_store *store, struct layer_gc *gc, void *ctx,
+                      struct kiln_error **err);
 
 /** Runs a stage from FROM to its last instruction. */
 int bld_stage_run(struct bld_stage *st, struct kiln_error **err);

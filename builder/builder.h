@@ -159,6 +159,7 @@ struct bld_build_opts {
         size_t n_cache_from;
         const struct bld_cache_spec *cache_to;   /* caches to write */
         size_t n_cache_to;
+        const bool *no_cache_stages;     /* per graph stage: run its every step; may be NULL */
         unsigned jobs;                   /* stages built at once; 0: the number of CPUs */
         int64_t source_date_epoch;       /* -1: none */
         /** Called for every event, one at a time (never concurrently). */

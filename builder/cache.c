@@ -4,9 +4,11 @@
  * changed input misses there and at every step after it. A stale hit is the worst bug a
  * cache can have, so whatever is not understood is not cached (the chain breaks).
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,22 +129,26 @@ static int cache_dir(const struct bld_build *b, struct kiln_error **err)
 
 json_t *bld_cache_entry_json(const struct bld_cache_entry *e, const char *created_by)
 {
-        return json_pack("{s:s, s:s, s:I, s:s, s:b, s:s}", "digest", e->empty ? "" : e->digest, "diff_id",
-                         e->empty ? "" : e->diff_id, "size", (json_int_t) e->size, "media_type",
-                         e->empty ? "" : e->media_type, "empty_layer", e->empty, "created_by",
-                         created_by ? created_by : "");
+        json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:b, s:s}", "digest", e->empty ? "" : e->digest, "diff_id",
+                              e->empty ? "" : e->diff_id, "size", (json_int_t) e->size, "media_type",
+                              e->empty ? "" : e->media_type, "empty_layer", e->empty, "created_by",
+                              created_by ? created_by : "");
+
+        if (j && e->created > 0) /* else unknown: a hit takes the build's time */
+                json_object_set_new(j, "created", json_integer((json_int_t) e->created));
+        return j;
 }
 
 bool bld_cache_entry_parse(json_t *j, struct bld_cache_entry *ret)
 {
         const char *digest, *diff_id, *mt;
-        json_int_t size;
+        json_int_t size, created = -1;
         int empty = 0;
 
-        if (json_unpack(j, "{s:s, s:s, s:I, s:s, s:b}", "digest", &digest, "diff_id", &diff_id, "size", &size,
-                        "media_type", &mt, "empty_layer", &empty) < 0)
+        if (json_unpack(j, "{s:s, s:s, s:I, s:s, s:b, s?I}", "digest", &digest, "diff_id", &diff_id, "size", &size,
+                        "media_type", &mt, "empty_layer", &empty, "created", &created) < 0)
                 return false;
-        *ret = (struct bld_cache_entry){ .empty = empty };
+        *ret = (struct bld_cache_entry){ .empty = empty, .created = created };
         if (empty)
                 return true;
         if (!layer_digest_valid(digest) || !layer_digest_valid(diff_id) || size < 0 || !bld_layer_media_type_known(mt))
@@ -185,14 +191,19 @@ static bool local_get(struct bld_build *b, const char *key, struct bld_cache_ent
         j = json_loadfd(fd, 0, &je);
         if (!j || !bld_cache_entry_parse(j, ret))
                 return false;
-        if (ret->empty)
-                return true;
-        /* the blob must still be there, whole: prune or a user may have removed it */
-        bfd = layer_store_open_blob(b->o->store, ret->digest, &have, NULL);
-        if (bfd < 0)
-                return false;
-        close(bfd);
-        return have == ret->size;
+        if (!ret->empty) {
+                /* the blob must still be there, whole: prune or a user may have removed it */
+                bfd = layer_store_open_blob(b->o->store, ret->digest, &have, NULL);
+                if (bfd < 0)
+                        return false;
+                close(bfd);
+                if (have != ret->size)
+                        return false;
+        }
+        /* used: the entry's mtime says when, for prune --keep-storage (least recently used
+         * first); best effort */
+        (void) futimens(fd, NULL);
+        return true;
 }
 
 bool bld_cache_get(struct bld_build *b, const char *key, struct bld_cache_entry *ret)
@@ -320,4 +331,190 @@ void bld_cache_record_put(struct bld_build *b, const char *id, json_t *fields)
         if (j)
                 write_json_at(dfd, name, j, 0600, false);
         json_decref(j);
+}
+
+/* ---- the cache as a garbage collection root (kiln prune, kiln store fsck) ---- */
+
+struct gc_entry {
+        char name[80];
+        struct timespec used;           /* mtime: written or last hit */
+        char digest[LAYER_DIGEST_SIZE]; /* "" for an empty layer */
+        uint64_t size;
+        size_t blob; /* index of its blob among the cache-only blobs; SIZE_MAX: none */
+        bool removed;
+};
+
+static int cmp_used(const void *a, const void *b)
+{
+        const struct gc_entry *x = a, *y = b;
+
+        if (x->used.tv_sec != y->used.tv_sec)
+                return x->used.tv_sec < y->used.tv_sec ? -1 : 1;
+        if (x->used.tv_nsec != y->used.tv_nsec)
+                return x->used.tv_nsec < y->used.tv_nsec ? -1 : 1;
+        return strcmp(x->name, y->name);
+}
+
+static int cmp_digest(const void *a, const void *b)
+{
+        const struct gc_entry *const *x = a, *const *y = b;
+
+        return strcmp((*x)->digest, (*y)->digest);
+}
+
+/* Reads an entry for the GC: false when it is not usable (unreadable, or its blob is gone). */
+static bool gc_read(struct layer_store *store, int dfd, struct gc_entry *e)
+{
+        _cleanup_close_ int fd = openat(dfd, e->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        json_t *j;
+        json_error_t je;
+        const char *digest;
+        json_int_t size;
+        int empty = 0, bfd;
+        uint64_t have = 0;
+        bool ok = false;
+
+        if (fd < 0)
+                return false;
+        j = json_loadfd(fd, 0, &je);
+        if (!j)
+                return false;
+        if (json_unpack(j, "{s:s, s:I, s:b}", "digest", &digest, "size", &size, "empty_layer",
+                        &empty) < 0)
+                goto out;
+        if (empty) {
+                ok = true;
+                goto out;
+        }
+        if (!layer_digest_valid(digest) || size < 0)
+                goto out;
+        bfd = layer_store_open_blob(store, digest, &have, NULL);
+        if (bfd < 0)
+                goto out;
+        close(bfd);
+        if (have != (uint64_t) size)
+                goto out;
+        snprintf(e->digest, sizeof(e->digest), "%s", digest);
+        e->size = (uint64_t) size;
+        ok = true;
+out:
+        json_decref(j);
+        return ok;
+}
+
+static void gc_remove(struct bld_cache_gc *o, int dfd, struct gc_entry *e)
+{
+        if (e->removed)
+                return;
+        e->removed = true;
+        if (o->check_only)
+                return;
+        if (unlinkat(dfd, e->name, 0) == 0)
+                o->entries_removed++;
+}
+
+int bld_cache_gc_mark(struct layer_store *store, struct layer_gc *gc, void *ctx,
+                      struct kiln_error **err)
+{
+        struct bld_cache_gc *o = ctx;
+        _cleanup_close_ int dfd = -1;
+        _cleanup_free_ struct gc_entry *v = NULL;
+        _cleanup_free_ struct gc_entry **by_digest = NULL;
+        _cleanup_free_ uint64_t *refs = NULL;
+        size_t n = 0, alloc = 0, n_blobs = 0, i;
+        uint64_t total = 0;
+        struct dirent *de;
+        DIR *d;
+
+        o->entries_removed = o->entries_kept = o->bytes_kept = o->temp_removed = 0;
+        {
+                _cleanup_free_ char *path = xasprintf("%s/.kiln/cache", layer_store_root(store));
+                dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (dfd < 0 && errno == ENOENT)
+                        return 0; /* no cache yet */
+                if (dfd < 0)
+                        return kiln_error_errno(err, KILN_ERR_IO, "open '%s'", path);
+        }
+        {
+                int lfd = fcntl(dfd, F_DUPFD_CLOEXEC, 3);
+                d = lfd >= 0 ? fdopendir(lfd) : NULL;
+                if (!d) {
+                        kiln_error_errno(err, KILN_ERR_IO, "list '%s/.kiln/cache'",
+                                         layer_store_root(store));
+                        if (lfd >= 0)
+                                close(lfd);
+                        return -1;
+                }
+        }
+        while ((de = readdir(d))) {
+                size_t len = strlen(de->d_name);
+                struct stat st;
+
+                /* a write a crash interrupted: nobody writes while the GC lock is held */
+                if (strncmp(de->d_name, ".tmp-", 5) == 0) {
+                        if (!o->check_only && unlinkat(dfd, de->d_name, 0) == 0)
+                                o->temp_removed++;
+                        continue;
+                }
+                /* entries only: "<hex>.json" (other records may live beside them) */
+                if (len < 6 || len >= sizeof(v->name) ||
+                    strcmp(de->d_name + len - 5, ".json") != 0 ||
+                    fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
+                        continue;
+                XGROW(v, n + 1, alloc);
+                v[n] = (struct gc_entry){ .used = st.st_mtim, .blob = SIZE_MAX };
+                memcpy(v[n].name, de->d_name, len + 1);
+                n++;
+        }
+        closedir(d);
+
+        /* an entry whose blob is gone only misses: drop it */
+        for (i = 0; i < n; i++)
+                if (!gc_read(store, dfd, &v[i]) || o->all)
+                        gc_remove(o, dfd, &v[i]);
+
+        /* the blobs only the cache keeps, each once, and how many entries name each */
+        by_digest = xcalloc(n + 1, sizeof(*by_digest));
+        for (i = 0; i < n; i++)
+                if (!v[i].removed && v[i].digest[0] && !layer_gc_reached(gc, v[i].digest))
+                        by_digest[n_blobs++] = &v[i];
+        qsort(by_digest, n_blobs, sizeof(*by_digest), cmp_digest);
+        refs = xcalloc(n_blobs + 1, sizeof(*refs));
+        {
+                size_t blob = SIZE_MAX;
+                for (i = 0; i < n_blobs; i++) {
+                        if (i == 0 || strcmp(by_digest[i]->digest, by_digest[i - 1]->digest) != 0) {
+                                blob = i;
+                                total += by_digest[i]->size;
+                        }
+                        by_digest[i]->blob = blob;
+                        refs[blob]++;
+                }
+        }
+
+        /* least recently used first, until what only the cache keeps fits; an entry whose
+         * blob an image keeps (or that has none) frees nothing and stays */
+        if (o->keep_storage >= 0) {
+                qsort(v, n, sizeof(*v), cmp_used); /* by_digest is stale from here on */
+                for (i = 0; i < n && total > (uint64_t) o->keep_storage; i++) {
+                        if (v[i].removed || v[i].blob == SIZE_MAX)
+                                continue;
+                        gc_remove(o, dfd, &v[i]);
+                        if (--refs[v[i].blob] == 0)
+                                total -= v[i].size;
+                }
+        }
+
+        /* the entries' removal is durable before any blob goes */
+        if (!o->check_only && o->entries_removed)
+                (void) fsync(dfd);
+        for (i = 0; i < n; i++) {
+                if (v[i].removed)
+                        continue;
+                o->entries_kept++;
+                if (v[i].digest[0])
+                        layer_gc_keep(gc, v[i].digest);
+        }
+        o->bytes_kept = total;
+        return 0;
 }

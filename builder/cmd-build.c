@@ -37,6 +37,8 @@ struct build_opts {
         const char **tags;
         size_t n_tags;
         bool push, pull, no_cache, explain_cache;
+        const char **no_cache_filter; /* --no-cache-filter values, each a comma list */
+        size_t n_no_cache_filter;
         const char *iidfile, *metadata_file;
         enum bld_isolation isolation;
         enum bld_network network;
@@ -64,6 +66,7 @@ enum {
         OPT_PROGRESS,
         OPT_PULL,
         OPT_NO_CACHE,
+        OPT_NO_CACHE_FILTER,
         OPT_EPOCH,
         OPT_EXPLAIN_CACHE,
         OPT_CACHE_FROM,
@@ -90,6 +93,7 @@ static const struct option build_options[] = {
         { .name = "explain-cache", .has_arg = no_argument, .val = OPT_EXPLAIN_CACHE },
         { .name = "cache-from", .has_arg = required_argument, .val = OPT_CACHE_FROM },
         { .name = "cache-to", .has_arg = required_argument, .val = OPT_CACHE_TO },
+        { .name = "no-cache-filter", .has_arg = required_argument, .val = OPT_NO_CACHE_FILTER },
         { .name = "source-date-epoch", .has_arg = required_argument, .val = OPT_EPOCH },
         {},
 };
@@ -210,6 +214,11 @@ static int build_option(void *state, int opt, const char *arg, struct kiln_error
                 return 0;
         case OPT_EXPLAIN_CACHE:
                 o->explain_cache = true;
+                return 0;
+        case OPT_NO_CACHE_FILTER:
+                o->no_cache_filter =
+                        xrealloc(o->no_cache_filter, (o->n_no_cache_filter + 1) * sizeof(char *));
+                o->no_cache_filter[o->n_no_cache_filter++] = arg;
                 return 0;
         case OPT_CACHE_FROM:
                 o->cache_from = xrealloc(o->cache_from, (o->n_cache_from + 1) * sizeof(*o->cache_from));
@@ -699,6 +708,61 @@ static char *cache_scope(const char *context, const struct cli_frontend *fe)
                          df_path ? df_path : fe->dockerfile_name);
 }
 
+/* --no-cache-filter: the stages (names, as --target takes them, or indexes) that run every step.
+ * *ret (n_stages flags) stays NULL when none was given. NOTFOUND for a stage the Dockerfile
+ * lacks. */
+static int no_cache_stages(const struct build_opts *o, const struct df_graph *g, bool **ret,
+                           struct kiln_error **err)
+{
+        _cleanup_free_ bool *v = NULL;
+        size_t i, k;
+
+        if (o->n_no_cache_filter == 0)
+                return 0;
+        v = xcalloc(g->n_stages + 1, sizeof(*v));
+        for (i = 0; i < o->n_no_cache_filter; i++) {
+                _cleanup_free_ char *list = xstrdup(o->no_cache_filter[i]);
+                char *save = NULL, *name;
+
+                for (name = strtok_r(list, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+                        char *end;
+                        unsigned long idx;
+                        bool found = false;
+
+                        name += strspn(name, " \t");
+                        name[strcspn(name, " \t")] = '\0';
+                        if (!*name)
+                                continue;
+                        for (k = 0; k < g->n_stages; k++)
+                                if (g->stages[k].stage->name &&
+                                    strcasecmp(g->stages[k].stage->name, name) == 0) {
+                                        v[k] = found = true;
+                                        break;
+                                }
+                        errno = 0;
+                        idx = strtoul(name, &end, 10);
+                        if (!found && name[0] >= '0' && name[0] <= '9' && !*end && !errno &&
+                            idx < g->n_stages)
+                                v[idx] = found = true;
+                        if (!found) {
+                                _cleanup_buf_ struct kiln_buf names = KILN_BUF_INIT;
+                                for (k = 0; k < g->n_stages; k++)
+                                        if (g->stages[k].stage->name)
+                                                kiln_buf_addf(&names, NULL, "%s'%s'",
+                                                              names.len ? ", " : "",
+                                                              g->stages[k].stage->name);
+                                return kiln_error_new(err, KILN_ERR_NOTFOUND,
+                                                      "--no-cache-filter: stage '%s' could not be "
+                                                      "found (stages: %s%s)",
+                                                      name, names.len ? names.buf : "",
+                                                      names.len ? "" : "none named; use an index");
+                        }
+                }
+        }
+        *ret = TAKE_PTR(v);
+        return 0;
+}
+
 static int run_build(void *state, char **args, unsigned n_args, struct cli_ctx *ctx, struct kiln_error **err)
 {
         struct build_opts *o = state;
@@ -714,6 +778,7 @@ static int run_build(void *state, char **args, unsigned n_args, struct cli_ctx *
         struct bld_build_opts bo = { 0 };
         struct bld_build_result res;
         _cleanup_free_ char *context = NULL, *spooled = NULL, *scope = NULL;
+        _cleanup_free_ bool *no_cache = NULL;
         _cleanup_(scratch_removep) struct scratch scratch = { .fd = -1 };
         size_t i;
 
@@ -744,6 +809,8 @@ static int run_build(void *state, char **args, unsigned n_args, struct cli_ctx *
         for (i = 0; i < fe->graph->n_unused_build_args; i++)
                 cli_warn(ctx, "warning: build-arg '%s' was not consumed by any ARG instruction",
                          fe->graph->unused_build_args[i]);
+        if (no_cache_stages(o, fe->graph, &no_cache, err) < 0)
+                return -1;
         if (cli_registry_client(&o->reg, ctx, &client, err) < 0)
                 return -1;
         scope = cache_scope(args[0], fe);
@@ -765,6 +832,7 @@ static int run_build(void *state, char **args, unsigned n_args, struct cli_ctx *
                 .n_cache_from = o->n_cache_from,
                 .cache_to = o->cache_to,
                 .n_cache_to = o->n_cache_to,
+                .no_cache_stages = no_cache,
                 .jobs = o->jobs,
                 .source_date_epoch = o->epoch_set ? o->source_date_epoch : bld_source_date_epoch(),
                 .event = on_event,
@@ -806,6 +874,7 @@ static void release_build(void *state)
         struct cli_frontend *fe = &o->fe;
 
         free(o->tags);
+        free(o->no_cache_filter);
         for (size_t i = 0; i < o->n_outputs; i++) {
                 free(o->outputs[i].dest);
                 free(o->outputs[i].name);
@@ -843,6 +912,8 @@ const struct cli_verb cli_verb_build = {
                 "                            or an IMAGE built with --cache-to type=inline (repeatable)\n"
                 "  --cache-to SPEC           export the cache: type=registry,ref=REF[,mode=min|max]\n"
                 "                            [,ignore-error=true], or type=inline (into the image)\n"
+                "  --no-cache-filter STAGES  run every step of these stages (names or indexes,\n"
+                "                            comma-separated or repeated); others use the cache\n"
                 "  --iidfile FILE            write the image id (its config digest)\n"
                 "  --metadata-file FILE      write buildx-style JSON (containerimage.digest, ...)\n"
                 "  --isolation MODE          auto (default), root, userns, or none (in a throwaway\n"

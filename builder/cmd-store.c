@@ -1,6 +1,7 @@
 /* kiln store fsck | path: checks the local store, or shows where it is. */
 #include <string.h>
 
+#include "builder/builder-internal.h"
 #include "builder/cli.h"
 
 struct store_opts {
@@ -30,6 +31,9 @@ static int run_store(void *state, char **args, unsigned n_args, struct cli_ctx *
         struct store_opts *o = state;
         _cleanup_(layer_store_freep) struct layer_store *store = NULL;
         struct layer_fsck_report rep;
+        /* what the build cache keeps is not orphaned */
+        struct bld_cache_gc cache = { .check_only = true, .keep_storage = -1 };
+        struct layer_gc_roots roots = { .mark = bld_cache_gc_mark, .ctx = &cache };
         char size[32];
         size_t i;
 
@@ -42,7 +46,7 @@ static int run_store(void *state, char **args, unsigned n_args, struct cli_ctx *
                 return -1;
         if (strcmp(args[0], "path") == 0)
                 return kiln_buf_addf(&ctx->out, err, "%s\n", layer_store_root(store));
-        if (layer_store_fsck(store, &rep, err) < 0)
+        if (layer_store_fsck_roots(store, &roots, &rep, err) < 0)
                 return -1;
         for (i = 0; i < rep.n_problems; i++)
                 kiln_buf_addf(&ctx->out, NULL, "%s\n", rep.problems[i]);

@@ -11,6 +11,9 @@
 #include "builder/common/strbuf.h"
 #include "builder/common/xalloc.h"
 
+/* a history entry whose time bld_config_settle_times() decides */
+#define PENDING "kiln.pending"
+
 #define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 static json_t *object_member(json_t *o, const char *key)
@@ -122,10 +125,15 @@ void bld_config_add_history(json_t *config, int64_t created, const char *created
         struct tm tm;
         json_t *h;
 
-        gmtime_r(&t, &tm);
-        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-        h = json_pack("{s:s, s:s, s:s}", "created", when, "created_by", created_by, "comment",
-                      "kiln.dockerfile.v0");
+        h = json_pack("{s:s, s:s}", "created_by", created_by, "comment", "kiln.dockerfile.v0");
+        if (created == BLD_TIME_PENDING) {
+                /* bld_config_settle_times() gives it a neighbour's time */
+                json_object_set_new(h, PENDING, json_true());
+        } else {
+                gmtime_r(&t, &tm);
+                strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+                json_object_set_new(h, "created", json_string(when));
+        }
         if (empty_layer)
                 json_object_set_new(h, "empty_layer", json_true());
         json_array_append_new(array_member(config, "history"), h);
@@ -134,6 +142,60 @@ void bld_config_add_history(json_t *config, int64_t created, const char *created
 void bld_config_add_diff_id(json_t *config, const char *diff_id)
 {
         json_array_append_new(array_member(object_member(config, "rootfs"), "diff_ids"), json_string(diff_id));
+}
+
+/* An RFC 3339 time in UTC ("2024-05-01T10:00:00Z", fractions ignored); -1 when it is not one. */
+static int64_t parse_time(const char *s)
+{
+        struct tm tm = { 0 };
+        const char *end;
+
+        if (!s)
+                return -1;
+        end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+        if (!end)
+                return -1;
+        if (*end == '.')
+                for (end++; *end >= '0' && *end <= '9'; end++)
+                        ;
+        if (strcmp(end, "Z") != 0 && strcmp(end, "+00:00") != 0)
+                return -1;
+        return (int64_t) timegm(&tm);
+}
+
+void bld_config_settle_times(json_t *config, int64_t fallback)
+{
+        json_t *history = json_object_get(config, "history");
+        size_t n = json_array_size(history), i, k;
+        int64_t newest = -1, *t = xcalloc(n + 1, sizeof(*t));
+
+        for (i = 0; i < n; i++) {
+                json_t *h = json_array_get(history, i);
+                t[i] = json_is_true(json_object_get(h, PENDING))
+                               ? BLD_TIME_PENDING
+                               : parse_time(json_string_value(json_object_get(h, "created")));
+        }
+        for (i = 0; i < n; i++) {
+                json_t *h = json_array_get(history, i);
+                int64_t when = -1;
+                if (t[i] != BLD_TIME_PENDING)
+                        continue;
+                /* the step after it (metadata leading a stage's steps), else the one before */
+                for (k = i + 1; k < n && when < 0; k++)
+                        if (t[k] != BLD_TIME_PENDING)
+                                when = t[k];
+                for (k = i; k-- > 0 && when < 0;)
+                        if (t[k] != BLD_TIME_PENDING)
+                                when = t[k];
+                t[i] = when >= 0 ? when : fallback;
+                json_object_del(h, PENDING);
+                bld_config_set_created(h, t[i]);
+        }
+        for (i = 0; i < n; i++)
+                if (t[i] > newest)
+                        newest = t[i];
+        bld_config_set_created(config, newest >= 0 ? newest : fallback);
+        free(t);
 }
 
 void bld_config_set_created(json_t *config, int64_t created)

@@ -136,6 +136,9 @@ static int make_tree(struct bld_stage *st, struct kiln_error **err)
         struct tree_job j;
         int r;
 
+        /* layers a --cache-from named: fetched before anything is extracted */
+        if (bld_cache_fetch_layers(b, st->layers, st->n_layers, err) < 0)
+                return -1;
         job_init(&j, st, &local);
         if (bld_build_has_ranges(b)) {
                 r = in_namespace(&j, false, extract_layers, err);
@@ -202,6 +205,45 @@ static int write_layer(void *ctx, int unused, struct kiln_error **err)
         return bld_write_layer(b, &changes, j->map_owners, &j->res->empty, &j->res->desc, err);
 }
 
+static int extract_one(void *ctx, int unused, struct kiln_error **err)
+{
+        struct tree_job *j = ctx;
+        struct bld_build *b = j->st->b;
+        _cleanup_close_ int rootfd = tree_open(j, err), blob = -1;
+
+        if (rootfd < 0)
+                return -1;
+        blob = layer_store_open_blob(b->o->store, j->created_by, NULL, err);
+        if (blob < 0)
+                return -1;
+        return layer_extract(rootfd, blob, j->created_by, &j->xo, NULL, err);
+}
+
+int bld_tree_apply(struct bld_stage *st, const struct bld_layer *layer, struct kiln_error **err)
+{
+        struct bld_build *b = st->b;
+        struct tree_result local = { 0 };
+        struct tree_job j;
+        int r;
+
+        /* no tree yet: it is made from every layer, this one included, when a step needs it */
+        if (!st->tree)
+                return 0;
+        if (bld_cache_fetch_layers(b, layer, 1, err) < 0)
+                return -1;
+        job_init(&j, st, &local);
+        j.created_by = layer->digest; /* the blob to extract, for extract_one() */
+        if (bld_build_has_ranges(b)) {
+                r = in_namespace(&j, false, extract_one, err);
+        } else {
+                j.xo.record_owner = b->isolation != SB_ISOLATION_ROOT;
+                r = extract_one(&j, -1, err);
+        }
+        if (r < 0)
+                return kiln_error_wrap(err, "apply cached layer %.19s to the stage's root filesystem", layer->digest);
+        return 0;
+}
+
 int bld_tree_begin(struct bld_stage *st, bool run, const char **ret_dir, struct kiln_error **err)
 {
         struct tree_result local = { 0 };
@@ -226,7 +268,8 @@ int bld_tree_begin(struct bld_stage *st, bool run, const char **ret_dir, struct 
         return 0;
 }
 
-int bld_tree_commit(struct bld_stage *st, const char *created_by, struct kiln_error **err)
+int bld_tree_commit(struct bld_stage *st, const char *created_by, struct bld_cache_entry *made,
+                    struct kiln_error **err)
 {
         struct bld_build *b = st->b;
         struct tree_result local = { 0 };
@@ -238,6 +281,15 @@ int bld_tree_commit(struct bld_stage *st, const char *created_by, struct kiln_er
         r = in_namespace(&j, false, write_layer, err);
         if (r < 0)
                 return -1;
+        if (made) {
+                *made = (struct bld_cache_entry){ .empty = local.empty, .size = local.desc.size, .created = b->created };
+                if (!local.empty) {
+                        memcpy(made->digest, local.desc.digest, LAYER_DIGEST_SIZE);
+                        memcpy(made->diff_id, local.desc.diff_id, LAYER_DIGEST_SIZE);
+                        snprintf(made->media_type, sizeof(made->media_type), "%s",
+                                 layer_media_type(b->o->compression, b->o->docker));
+                }
+        }
         if (local.empty) {
                 bld_config_add_history(st->config, b->created, created_by, true);
                 return 0;

@@ -228,7 +228,9 @@ static int commit_entry(struct bld_stage *st, const char *upper, const char *cre
                 add_lower(st, upper);
         }
         if (r == 0 && made) {
-                *made = (struct bld_cache_entry){ .empty = res->empty, .size = res->desc.size };
+                *made = (struct bld_cache_entry){ .empty = res->empty,
+                                                  .size = res->desc.size,
+                                                  .created = b->created };
                 if (!res->empty) {
                         memcpy(made->digest, res->desc.digest, LAYER_DIGEST_SIZE);
                         memcpy(made->diff_id, res->desc.diff_id, LAYER_DIGEST_SIZE);
@@ -442,21 +444,25 @@ static void explain_miss(struct bld_stage *st, struct bld_step *s, const char *i
         bld_step_miss(s, why);
 }
 
-/* Looks a step's key up (its inputs from key_end()); a miss says why (`prefix`: the
- * instruction as its history shows it), and either way the step's inputs are recorded as its
- * most recent build. */
+static bool cache_lookup(struct bld_stage *st, const char *key, struct bld_cache_entry *ret);
+
+/* Looks a step's key up as cache_lookup() does (its inputs from key_end()); a miss says why
+ * (`prefix`: the instruction as its history shows it), and either way the step's inputs are
+ * recorded as its most recent build. */
 static bool step_lookup(struct bld_stage *st, struct bld_step *s, const char *key, const char *prefix,
                          struct bld_cache_entry *ret)
 {
         struct bld_build *b = st->b;
         _cleanup_json_ json_t *fields = TAKE_PTR(st->key_fields);
         _cleanup_free_ char *id = NULL;
-        bool hit = bld_cache_get(b, key, ret);
+        bool hit = cache_lookup(st, key, ret);
+        bool run_anyway = b->o->no_cache || (b->o->no_cache_stages && b->o->no_cache_stages[st->index]);
 
         if (!fields || !b->o->cache_scope || !s)
                 return hit;
         id = step_id(st, s->index);
-        if (!hit && !b->o->no_cache)
+        /* --no-cache, --no-cache-filter: every step runs, nothing to explain */
+        if (!hit && !run_anyway)
                 explain_miss(st, s, id, fields, prefix);
         bld_cache_record_put(b, id, fields);
         return hit;
@@ -535,26 +541,41 @@ static int settle_other(struct bld_stage *st, struct kiln_error **err)
         return r;
 }
 
+/* The entry for a step's key, unless --no-cache or --no-cache-filter rules the stage out. */
+static bool cache_lookup(struct bld_stage *st, const char *key, struct bld_cache_entry *ret)
+{
+        const bool *skip = st->b->o->no_cache_stages;
+
+        if (skip && skip[st->index])
+                return false;
+        return bld_cache_get(st->b, key, ret);
+}
+
 /* Uses the cache entry of `key` for the step: its layer and history, nothing run; the stage's
  * key moves on. */
-static void apply_hit(struct bld_stage *st, struct bld_step *s, const char *key, const struct bld_cache_entry *e,
-                      const char *created_by)
+static int apply_hit(struct bld_stage *st, struct bld_step *s, const char *key, const struct bld_cache_entry *e,
+                     const char *created_by, struct kiln_error **err)
 {
         struct bld_build *b = st->b;
+        /* the time the step first ran: a fully cached rebuild makes the same image */
+        int64_t when = e->created >= 0 ? e->created : b->created;
 
         memmove(st->key, key, LAYER_DIGEST_SIZE);
         bld_cache_chain_add(st, key, e, created_by);
-
-        if (e->empty) {
-                bld_config_add_history(st->config, b->created, created_by, true);
-        } else {
-                add_layer(st, e->digest, e->diff_id, e->size, e->media_type);
-                bld_config_add_diff_id(st->config, e->diff_id);
-                bld_config_add_history(st->config, b->created, created_by, false);
-                st->unsettled = true;
-        }
         if (s)
                 s->cached = true;
+        if (e->empty) {
+                bld_config_add_history(st->config, when, created_by, true);
+                return 0;
+        }
+        add_layer(st, e->digest, e->diff_id, e->size, e->media_type);
+        bld_config_add_diff_id(st->config, e->diff_id);
+        bld_config_add_history(st->config, when, created_by, false);
+        /* overlay: the lowers are remade when a step needs them; a tree gets the layer now */
+        if (b->trees)
+                return bld_tree_apply(st, &st->layers[st->n_layers - 1], err);
+        st->unsettled = true;
+        return 0;
 }
 
 /* The key of a step whose effect is known only from what it wrote (COPY, ADD, WORKDIR): its
@@ -605,7 +626,7 @@ static int from_image(struct bld_stage *st, const char *ref, const char *platfor
          * cache the lower directory waits for the first step that runs (settle()) */
         if (!b->trees && !(b->cache && img.n > 0) && image_rootfs(b, &img, &path, err) < 0)
                 goto out;
-        st->unsettled = b->cache && img.n > 0;
+        st->unsettled = b->cache && !b->trees && img.n > 0;
         st->config = json_incref(img.config);
         for (i = 0; i < img.n; i++)
                 add_layer(st, img.digests[i], img.diff_ids[i], img.sizes[i], img.media_types[i]);
@@ -894,8 +915,7 @@ static int step_run(struct bld_stage *st, struct bld_step *s, struct df_eval *ev
                 key_end(st, &k, key);
                 if (step_lookup(st, s, key, "RUN", &made)) {
                         history = run_history(argv);
-                        apply_hit(st, s, key, &made, history);
-                        return 0;
+                        return apply_hit(st, s, key, &made, history, err);
                 }
         }
         if (!b->trees && !b->none && settle(st, err) < 0)
@@ -936,8 +956,13 @@ static int step_run(struct bld_stage *st, struct bld_step *s, struct df_eval *ev
                                       WEXITSTATUS(status));
         }
         history = run_history(argv);
-        if (b->trees)
-                return bld_tree_commit(st, history, err);
+        if (b->trees) {
+                if (bld_tree_commit(st, history, &made, err) < 0)
+                        return -1;
+                if (b->cache)
+                        cache_record(st, key, &made, history);
+                return 0;
+        }
         if (b->none)
                 return bld_none_commit(st, history, err);
         if (commit_entry(st, upper, history, &made, err) < 0)
@@ -957,10 +982,8 @@ static int commit_cached(struct bld_stage *st, struct bld_step *s, const char *u
 
         if (result_key(st, upper, what, history, key, err) < 0)
                 return -1;
-        if (key[0] && step_lookup(st, s, key, history, &made)) {
-                apply_hit(st, s, key, &made, history);
-                return 0;
-        }
+        if (key[0] && step_lookup(st, s, key, history, &made))
+                return apply_hit(st, s, key, &made, history, err);
         if (commit_entry(st, upper, history, &made, err) < 0)
                 return -1;
         if (st->b->cache)
@@ -1255,7 +1278,9 @@ static int step_copy(struct bld_stage *st, struct bld_step *s, const struct df_i
                 if (bld_tree_begin(st, false, &root.dir, err) < 0 || sb_call(&root, &b->env, copy_in_sandbox, &j, err) < 0)
                         goto out;
                 history = copy_history(in);
-                r = bld_tree_commit(st, history, err);
+                r = bld_tree_commit(st, history, NULL, err);
+                /* a tree has no upper directory to key by: nothing after this is cached */
+                st->key[0] = '\0';
                 goto out;
         }
         if (settle(st, err) < 0 || step_dirs(st, &upper, &work, err) < 0)
@@ -1344,27 +1369,41 @@ static int step_workdir(struct bld_stage *st, struct bld_step *s, const struct d
         struct workdir_job job = { .path = path,
                                    .user = bld_config_string(st->config, "User") };
 
+        char key[LAYER_DIGEST_SIZE] = "";
+        struct bld_cache_entry made;
+
         json_object_set_new(bld_config_run(st->config), "WorkingDir", json_string(path));
-        if (b->none) {
-                history = xasprintf("WORKDIR %s", path);
+        history = xasprintf("WORKDIR %s", path);
+        if (b->none)
                 return bld_none_call(st, mkdir_in_sandbox, &job, err) < 0 ? -1 : bld_none_commit(st, history, err);
+        /* What WORKDIR makes follows from the stage so far, the path and USER (both in the
+         * config the key covers): keyed before it runs, as RUN is. */
+        if (b->cache && st->key[0]) {
+                struct bld_key k;
+                key_begin(st, &k, "WORKDIR");
+                bld_key_field(&k, "path", path);
+                key_end(st, &k, key);
+                if (step_lookup(st, s, key, history, &made))
+                        return apply_hit(st, s, key, &made, history, err);
         }
         if (b->trees) {
                 root = (struct sb_rootfs){ 0 };
                 if (bld_tree_begin(st, false, &root.dir, err) < 0 ||
-                    sb_call(&root, &b->env, mkdir_in_sandbox, &job, err) < 0)
+                    sb_call(&root, &b->env, mkdir_in_sandbox, &job, err) < 0 ||
+                    bld_tree_commit(st, history, &made, err) < 0)
                         return -1;
-                history = xasprintf("WORKDIR %s", path);
-                return bld_tree_commit(st, history, err);
+        } else {
+                if (settle(st, err) < 0 || step_dirs(st, &upper, &work, err) < 0)
+                        return -1;
+                lowers = lowers_top_first(st);
+                root = (struct sb_rootfs){ .lowers = lowers, .n_lowers = st->n_lowers, .upper = upper, .work = work };
+                if (sb_call(&root, &b->env, mkdir_in_sandbox, &job, err) < 0 ||
+                    commit_entry(st, upper, history, &made, err) < 0)
+                        return -1;
         }
-        if (settle(st, err) < 0 || step_dirs(st, &upper, &work, err) < 0)
-                return -1;
-        lowers = lowers_top_first(st);
-        root = (struct sb_rootfs){ .lowers = lowers, .n_lowers = st->n_lowers, .upper = upper, .work = work };
-        if (sb_call(&root, &b->env, mkdir_in_sandbox, &job, err) < 0)
-                return -1;
-        history = xasprintf("WORKDIR %s", path);
-        return commit_cached(st, s, upper, "WORKDIR", history, err);
+        if (b->cache)
+                cache_record(st, key, &made, history);
+        return 0;
 }
 
 /* ---- the stage ---- */
@@ -1398,7 +1437,12 @@ static int step(struct bld_stage *st, struct bld_step *s, struct df_eval *ev, co
         case DF_INSTR_MAINTAINER:
                 if (bld_config_apply(st->config, in, &st->cmd_inherited, &history, err) < 0)
                         return -1;
-                bld_config_add_history(st->config, st->b->created, history, true);
+                /* without SOURCE_DATE_EPOCH it takes a neighbouring step's time (a hit's
+                 * is that of its first run), so a fully cached rebuild keeps the image id */
+                bld_config_add_history(st->config,
+                                       st->b->o->source_date_epoch >= 0 ? st->b->created
+                                                                        : BLD_TIME_PENDING,
+                                       history, true);
                 return 0;
         case DF_INSTR_FROM:
         case _DF_INSTR_MAX:

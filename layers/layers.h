@@ -401,6 +401,32 @@ struct layer_prune_stats {
 int layer_store_prune(struct layer_store *store, struct layer_prune_stats *ret,
                       struct kiln_error **err);
 
+/* What a garbage collection has marked so far. */
+struct layer_gc;
+
+/* Roots beyond the images' names: a client's own records of blobs it keeps (the build cache). */
+struct layer_gc_roots {
+        /**
+         * Called once the blobs the images reach are marked; for prune under the exclusive GC
+         * lock (no other kiln process has the store open) and before any blob is removed, so a
+         * record it drops never names a blob that is already gone. Calls layer_gc_keep() for
+         * each further blob to keep. Its failure fails the prune or fsck.
+         */
+        int (*mark)(struct layer_store *store, struct layer_gc *gc, void *ctx,
+                    struct kiln_error **err);
+        void *ctx;
+};
+
+/** Whether an image reaches the blob (or a root kept it already). */
+bool layer_gc_reached(const struct layer_gc *gc, const char *digest);
+
+/** Keeps a blob (and nothing it refers to: a layer's digest is meant). */
+void layer_gc_keep(struct layer_gc *gc, const char *digest);
+
+/** layer_store_prune() that also keeps what `roots` (may be NULL) marks. */
+int layer_store_prune_roots(struct layer_store *store, const struct layer_gc_roots *roots,
+                            struct layer_prune_stats *ret, struct kiln_error **err);
+
 /* What `kiln store fsck` found. */
 struct layer_fsck_report {
         char **problems; /* one line each: "corrupt blob sha256:...", ... */
@@ -413,6 +439,10 @@ struct layer_fsck_report {
  * Returns 0 even when problems were found (see n_problems). */
 int layer_store_fsck(struct layer_store *store, struct layer_fsck_report *ret,
                      struct kiln_error **err);
+
+/** layer_store_fsck() where what `roots` (may be NULL) marks is not orphaned. */
+int layer_store_fsck_roots(struct layer_store *store, const struct layer_gc_roots *roots,
+                           struct layer_fsck_report *ret, struct kiln_error **err);
 void layer_fsck_report_release(struct layer_fsck_report *r);
 
 /**

@@ -721,6 +721,35 @@ static int reachable(struct layer_store *s, struct digest_set *blobs, struct dig
         return 0;
 }
 
+struct layer_gc {
+        struct digest_set *blobs;
+};
+
+bool layer_gc_reached(const struct layer_gc *gc, const char *digest)
+{
+        return set_has(gc->blobs, digest);
+}
+
+void layer_gc_keep(struct layer_gc *gc, const char *digest)
+{
+        if (digest && layer_digest_valid(digest))
+                set_add(gc->blobs, digest);
+}
+
+/* What the images reach, then what the further roots keep. */
+static int mark_all(struct layer_store *s, const struct layer_gc_roots *roots,
+                    struct digest_set *blobs, struct digest_set *diff_ids,
+                    struct digest_set *missing, struct kiln_error **err)
+{
+        struct layer_gc gc = { .blobs = blobs };
+
+        if (reachable(s, blobs, diff_ids, missing, err) < 0)
+                return -1;
+        if (roots && roots->mark && roots->mark(s, &gc, roots->ctx, err) < 0)
+                return -1;
+        return 0;
+}
+
 typedef int (*entry_fn)(struct layer_store *s, int dirfd, const char *name, void *ctx,
                         struct kiln_error **err);
 
@@ -857,6 +886,12 @@ static int sweep_unpacked(struct layer_store *s, int dirfd, const char *name, vo
 
 int layer_store_prune(struct layer_store *s, struct layer_prune_stats *ret, struct kiln_error **err)
 {
+        return layer_store_prune_roots(s, NULL, ret, err);
+}
+
+int layer_store_prune_roots(struct layer_store *s, const struct layer_gc_roots *roots,
+                            struct layer_prune_stats *ret, struct kiln_error **err)
+{
         struct digest_set keep = { 0 }, diff_ids = { 0 }, missing = { 0 };
         struct layer_prune_stats stats = { 0 };
         struct sweep sw = { .keep = &keep, .keep_diff_ids = &diff_ids, .stats = &stats };
@@ -872,7 +907,7 @@ int layer_store_prune(struct layer_store *s, struct layer_prune_stats *ret, stru
         if ((lock = lock_index(s, err)) < 0)
                 r = -1;
         else
-                r = reachable(s, &keep, &diff_ids, &missing, err);
+                r = mark_all(s, roots, &keep, &diff_ids, &missing, err);
         if (r == 0)
                 r = each_entry(s, s->blobsfd, sweep_blob, &sw, err);
         if (r == 0)
@@ -936,6 +971,12 @@ static int check_blob(struct layer_store *s, int dirfd, const char *name, void *
 
 int layer_store_fsck(struct layer_store *s, struct layer_fsck_report *ret, struct kiln_error **err)
 {
+        return layer_store_fsck_roots(s, NULL, ret, err);
+}
+
+int layer_store_fsck_roots(struct layer_store *s, const struct layer_gc_roots *roots,
+                           struct layer_fsck_report *ret, struct kiln_error **err)
+{
         struct digest_set keep = { 0 }, diff_ids = { 0 }, missing = { 0 };
         struct layer_fsck_report rep = { 0 };
         struct layer_prune_stats unused = { 0 };
@@ -945,7 +986,7 @@ int layer_store_fsck(struct layer_store *s, struct layer_fsck_report *ret, struc
         size_t i;
         int r;
 
-        r = reachable(s, &keep, &diff_ids, &missing, err);
+        r = mark_all(s, roots, &keep, &diff_ids, &missing, err);
         for (i = 0; r == 0 && i < missing.n; i++)
                 report(&rep, "missing blob %s (an image refers to it)", missing.v[i]);
         if (r == 0)

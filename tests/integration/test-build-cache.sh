@@ -74,8 +74,10 @@ diff_ids() { # diff_ids IMAGE-ID: the config's rootfs.diff_ids
 check "a cold build" b
 hits 0 >/dev/null || not_ok "nothing is cached in a fresh store"
 S1=$(stamp) ID1=$ID
+sleep 1.1 # a second later: a step that ran would get a new time
 check "the same build again: every step CACHED" b
 check "  3 hits" hits 3
+check "  the same image id without SOURCE_DATE_EPOCH (hits keep their step's time)" [ "$ID" = "$ID1" ]
 check "  the same layers" [ "$(diff_ids "$ID")" = "$(diff_ids "$ID1")" ]
 check "  the RUN did not run (same stamp)" [ "$(stamp)" = "$S1" ]
 check "  its file is there" [ "$(cat "$WORK/o/copy")" = hello ]
@@ -132,8 +134,15 @@ check "  built on it" b --build-arg BASE=kiln-test/base:2
 check "  everything misses" hits 0
 check "  the stamp changed" [ "$(stamp)" != "$S2" ]
 
+created() { # created IMAGE-ID: the config's creation time
+        python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["created"])' \
+                "$KILN_ROOT/blobs/sha256/${1#sha256:}"
+}
+C1=$(created "$ID")
+sleep 1.1
 check "--no-cache: built" b --no-cache
 check "  nothing CACHED" hits 0
+check "  the image is as new as its steps that ran" [ "$(created "$ID")" != "$C1" ]
 check "  the RUN ran (new stamp)" [ "$(stamp)" != "$S2" ]
 check "  ... and its entries replaced the old ones: all hits after" b
 check "  3 hits" hits 3
@@ -152,6 +161,150 @@ if [ -n "$entry" ]; then
 else
         not_ok "the store has cache entries with layers"
 fi
+
+# --- kiln prune: the cache is a root; --cache and --keep-storage remove entries -----------------------
+KILN_ROOT="$WORK/store-gc"
+check "prune: a store with the base" base 1 one
+echo hello >"$C/a.txt"
+chmod 644 "$C/a.txt"
+entries() { find "$KILN_ROOT/.kiln/cache" -maxdepth 1 -name '*.json' | wc -l; }
+cache_bytes() { # the bytes of the distinct blobs the entries name
+        cat "$KILN_ROOT"/.kiln/cache/*.json 2>/dev/null | python3 -c '
+import json, sys
+seen = {}
+for line in sys.stdin.read().replace("}{", "}\n{").splitlines():
+    e = json.loads(line)
+    if not e["empty_layer"]:
+        seen[e["digest"]] = e["size"]
+print(sum(seen.values()))'
+}
+check "  built" b
+S1=$(stamp)
+check "  the name removed" run 0 "$KILN" rmi kiln-test/cached:1
+check "kiln prune" run 0 "$KILN" prune
+check "  removes no cache entry" grep -q '^removed 0 cache entries, [1-9][0-9]* blobs' "$WORK/out"
+check "  keeps them" grep -q '^kept 3 cache entries' "$WORK/out"
+check "  fsck: the blobs the cache keeps are not orphans" run 0 "$KILN" store fsck
+check "  a rebuild still hits" b
+check "  3 hits" hits 3
+check "  same stamp" [ "$(stamp)" = "$S1" ]
+
+check "an entry whose blob is gone" run 0 "$KILN" rmi kiln-test/cached:1
+entry=$(grep -l '"empty_layer":false' "$KILN_ROOT"/.kiln/cache/*.json | head -n 1)
+rm -f "$KILN_ROOT/blobs/sha256/$(sed -n 's/.*"digest":"sha256:\([0-9a-f]*\)".*/\1/p' "$entry")"
+check "  is dropped by kiln prune" run 0 "$KILN" prune
+check "  1 entry removed" grep -q '^removed 1 cache entry,' "$WORK/out"
+check "  the file is gone" [ ! -e "$entry" ]
+
+check "kiln prune --cache" run 0 "$KILN" prune --cache
+check "  removes every entry" [ "$(entries)" = 0 ]
+check "  says so" grep -q '^removed 2 cache entries, [1-9]' "$WORK/out"
+check "  fsck is clean" run 0 "$KILN" store fsck
+check "  a rebuild misses" b
+check "  no hits" hits 0
+check "  the RUN ran" [ "$(stamp)" != "$S1" ]
+
+# --keep-storage: A and B built, A used again, then room for A's blobs only: B's entries go
+check "--keep-storage: emptied" run 0 "$KILN" prune --cache
+check "  build A" b --build-arg USED=A
+S_A=$(stamp)
+"$KILN" rmi kiln-test/cached:1 >/dev/null
+A_BYTES=$(cache_bytes)
+check "  build B" b --build-arg USED=B
+S_B=$(stamp)
+"$KILN" rmi kiln-test/cached:1 >/dev/null
+check "  A again: all hits (its entries are the most recently used)" b --build-arg USED=A
+check "  3 hits" hits 3
+"$KILN" rmi kiln-test/cached:1 >/dev/null
+check "  (B added bytes: $A_BYTES < $(cache_bytes))" [ "$A_BYTES" -lt "$(cache_bytes)" ]
+check "kiln prune --cache --keep-storage $A_BYTES" run 0 "$KILN" prune --cache --keep-storage "$A_BYTES"
+check "  removes B's two RUN entries" grep -q '^removed 2 cache entries' "$WORK/out"
+check "  the rest fits" [ "$(cache_bytes)" -le "$A_BYTES" ]
+check "  A still hits" b --build-arg USED=A
+check "  3 hits" hits 3
+check "  A's stamp" [ "$(stamp)" = "$S_A" ]
+check "  B misses after the shared COPY" b --build-arg USED=B
+check "  1 hit" hits 1
+check "  B's RUN ran again" [ "$(stamp)" != "$S_B" ]
+# B is named; A, unnamed, used last: B's entries are the older ones, yet free nothing
+check "  A again, unnamed" bash -c '"$1" build --progress quiet --build-arg USED=A "$2" >"$3/a.id" 2>/dev/null &&
+        "$1" rmi "$(cat "$3/a.id")" >/dev/null' _ "$KILN" "$C" "$WORK"
+check "--keep-storage 0: what only the cache keeps goes" run 0 "$KILN" prune --cache --keep-storage 0
+check "  A's two RUN entries" grep -q '^removed 2 cache entries' "$WORK/out"
+check "  the named image's entries stay, though older" b --build-arg USED=B
+check "  3 hits" hits 3
+for size in 1kB 2KiB 1g 3MB 4096 10b; do
+        check "--keep-storage $size is a size" run 0 "$KILN" prune --cache --keep-storage "$size"
+done
+for size in 12XB -1 1.5GB "" 1kk 99999999999999999999; do
+        check "--keep-storage '$size': a usage error (2)" run 2 "$KILN" prune --cache --keep-storage "$size"
+        check "  one line saying why" bash -c '[ "$(grep -c "^kiln: " "$1")" = 1 ] && grep -q "^kiln: invalid --keep-storage" "$1"' _ "$WORK/err"
+done
+check "--keep-storage without --cache: a usage error (2)" run 2 "$KILN" prune --keep-storage 1g
+
+# --- --no-cache-filter: the named stages run, the others hit -------------------------------------------
+M="$WORK/ctx-multi"
+mkdir -p "$M"
+cat >"$M/Dockerfile" <<'DF'
+FROM kiln-test/base:1 AS first
+RUN cat /proc/sys/kernel/random/uuid > /s1
+FROM kiln-test/base:1 AS Second
+COPY --from=first /s1 /s1
+RUN cat /proc/sys/kernel/random/uuid > /s2
+DF
+mb() { # mb ARGS...: builds $M into $WORK/om
+        rm -rf "$WORK/om"
+        "$KILN" build --progress plain -o "type=local,dest=$WORK/om" "$@" "$M" >"$WORK/log" 2>&1 ||
+                { sed 's/^/# /' "$WORK/log" | tail -n 20; return 1; }
+}
+check "multi-stage: built" mb
+M1=$(cat "$WORK/om/s1") M2=$(cat "$WORK/om/s2")
+check "--no-cache-filter second" mb --no-cache-filter second
+check "  first's RUN hit" hits 1
+check "  (its stamp)" [ "$(cat "$WORK/om/s1")" = "$M1" ]
+check "  second's RUN ran" [ "$(cat "$WORK/om/s2")" != "$M2" ]
+M2=$(cat "$WORK/om/s2")
+check "--no-cache-filter 0 (an index)" mb --no-cache-filter 0
+check "  first's RUN ran" [ "$(cat "$WORK/om/s1")" != "$M1" ]
+check "--no-cache-filter first,second: nothing hits" mb --no-cache-filter first,Second
+check "  no hits" hits 0
+check "--no-cache-filter first --no-cache-filter 1: nothing hits" mb --no-cache-filter first --no-cache-filter 1
+check "  no hits" hits 0
+check "an unknown stage fails (1), as --target does" run 1 "$KILN" build --no-cache-filter nosuch "$M"
+check "  one line naming it" bash -c '[ "$(wc -l <"$1")" = 1 ] && grep -q "stage .nosuch. could not be found" "$1"' _ "$WORK/err"
+check "  (--target nosuch: 1 as well)" run 1 "$KILN" build --target nosuch "$M"
+
+# --- four builds at once on one store ----------------------------------------------------------------
+KILN_ROOT="$WORK/store-par"
+check "at once: a store with the base" base 1 one
+par() { # par I USED: builds $C into $WORK/par-I
+        rm -rf "$WORK/par-$1"
+        "$KILN" build --progress plain -t "kiln-test/par:$1" --build-arg USED="$2" \
+                -o "type=local,dest=$WORK/par-$1" "$C" >"$WORK/par-$1.log" 2>&1
+}
+check "four builds at once (two alike, two with other build-args) all succeed" bash -c "
+        $(declare -f par); $(declare -p C WORK KILN)
+        par 1 same & p1=\$!; par 2 same & p2=\$!; par 3 other3 & p3=\$!; par 4 other4 & p4=\$!
+        r=0; for p in \$p1 \$p2 \$p3 \$p4; do wait \$p || r=1; done; exit \$r" ||
+        sed 's/^/# /' "$WORK"/par-*.log | tail -n 30
+used() { # used I: the USED value of build I
+        if [ "$1" -gt 2 ]; then echo "other$1"; else echo same; fi
+}
+files_ok() { [ "$(cat "$WORK/par-$1/used")" = "$(used "$1")" ] && [ "$(cat "$WORK/par-$1/copy")" = hello ]; }
+for i in 1 2 3 4; do
+        check "  build $i: its files" files_ok $i
+done
+for i in 1 2 3 4; do
+        check "  build $i again: every step CACHED" b --build-arg USED="$(used $i)"
+        check "  3 hits" hits 3
+        if [ $i -gt 2 ]; then
+                check "  its stamp" [ "$(stamp)" = "$(cat "$WORK/par-$i/stamp")" ]
+        else # the two alike raced to write the same entries: either one's
+                check "  the stamp of one of the two alike" \
+                        grep -qxF "$(stamp)" "$WORK/par-1/stamp" "$WORK/par-2/stamp"
+        fi
+done
+check "  no temporary files left in .kiln/cache" bash -c '[ -z "$(find "$1/.kiln/cache" -maxdepth 1 -name ".tmp-*")" ]' _ "$KILN_ROOT"
 
 # two stores never share entries
 KILN_ROOT="$WORK/store2"

@@ -143,6 +143,12 @@ suite() {
                 run 0 as "$mode" "$ovl" "$KILN" build --progress plain --source-date-epoch 0 -t t:1 "$WORK/ctx"
         d_ovl=$(cat "$WORK/out")
         cp "$WORK/err" "$WORK/$mode.log"
+        check "$mode: the same build again in the overlayfs store" \
+                run 0 as "$mode" "$ovl" "$KILN" build --progress plain --source-date-epoch 0 -t t:1 "$WORK/ctx"
+        check "  the same image, from the cache ($(grep -c '^#[0-9]* CACHED' "$WORK/err") steps CACHED)" \
+                [ "$(cat "$WORK/out")" = "$d_ovl" ]
+        check "  every step CACHED: no tree was made" bash -c '[ "$(grep -c "^#[0-9]* CACHED" "$1")" = "$2" ]' _ \
+                "$WORK/err" "$(dockerfile "$mode" | grep -cE "^(RUN|COPY|WORKDIR)")"
         check "  the isolation message names the fallback" \
                 grep -q "^# isolation: .*overlay cannot be mounted on '$ovl/store/.kiln/tmp/[^']*' (.*): each stage works in a copy of its root filesystem, diffed after each step$" "$WORK/$mode.log"
         check "  the same image as with overlay ($d_ovl)" [ -n "$d_ovl" -a "$d_ovl" = "$d_plain" ]

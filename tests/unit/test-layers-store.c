@@ -156,6 +156,17 @@ static bool has_problem(const struct layer_fsck_report *rep, const char *what)
         return false;
 }
 
+/* A GC root like the build cache's: keeps the blob ctx names. */
+static int keep_one(struct layer_store *s, struct layer_gc *gc, void *ctx, struct kiln_error **err)
+{
+        const char *digest = ctx;
+
+        if (layer_gc_reached(gc, digest))
+                return kiln_error_new(err, KILN_ERR_INVALID, "%s is reached already", digest);
+        layer_gc_keep(gc, digest);
+        return layer_gc_reached(gc, digest) ? 0 : kiln_error_new(err, KILN_ERR_INVALID, "not kept");
+}
+
 static void prune_and_fsck(void)
 {
         _cleanup_(layer_store_freep) struct layer_store *s = NULL, *other = NULL;
@@ -198,6 +209,27 @@ static void prune_and_fsck(void)
                "fsck reports a stale temporary file");
         layer_fsck_report_release(&rep);
         tap_ok(layer_store_prune(s, &st, NULL) == 0 && st.temp_removed == 1, "prune removes it");
+
+        /* A further root (the build cache) keeps a blob no name reaches. */
+        {
+                char kept[LAYER_DIGEST_SIZE];
+                struct layer_gc_roots roots = { .mark = keep_one, .ctx = kept };
+
+                layer_store_put(s, "a cached layer", 14, kept, NULL);
+                tap_ok(layer_store_fsck(s, &rep, NULL) == 0 && has_problem(&rep, "orphaned blob"),
+                       "without the root, the blob is an orphan");
+                layer_fsck_report_release(&rep);
+                tap_ok(layer_store_fsck_roots(s, &roots, &rep, &err) == 0 && rep.n_problems == 0,
+                       "fsck: a blob a root keeps is no orphan");
+                layer_fsck_report_release(&rep);
+                tap_ok(layer_store_prune_roots(s, &roots, &st, &err) == 0 &&
+                               st.blobs_removed == 0 && layer_store_has(s, kept),
+                       "prune keeps a blob a root keeps");
+                tap_ok(layer_store_prune(s, &st, NULL) == 0 && st.blobs_removed == 1 &&
+                               !layer_store_has(s, kept),
+                       "prune without the root removes it");
+                err = kiln_error_free(err);
+        }
 
         put_image(s, "rot", "three", m, NULL);
         {

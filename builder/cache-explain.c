@@ -414,7 +414,8 @@ static bool starts(const char *s, const char *prefix)
  * its files, the build-args, then the rest */
 static int rank_of(const char *name)
 {
-        if (strcmp(name, "instruction") == 0 || strcmp(name, "argv") == 0)
+        if (strcmp(name, "instruction") == 0 || strcmp(name, "argv") == 0 ||
+            strcmp(name, "path") == 0)
                 return 0;
         if (strcmp(name, "from") == 0 || starts(name, "from."))
                 return 1;
@@ -456,6 +457,7 @@ struct found {
         json_t *old_env, *cur_env; /* config.Env as name -> value; NULL: not readable */
         bool parent_changed;       /* what earlier steps made */
         bool items_changed, files_said;
+        bool path_said; /* WORKDIR's path: its config.WorkingDir says the same */
 };
 
 /* One field that may differ, `a` before and `b` now */
@@ -469,6 +471,10 @@ static void one_field(struct found *f, const char *name, const char *a, const ch
                 instruction_change(&f->own, a, b);
         } else if (strcmp(name, "argv") == 0) {
                 reason(&f->own, "command changed");
+        } else if (strcmp(name, "path") == 0) {
+                _cleanup_free_ char *sa = shown(a), *sb = shown(b);
+                reason(&f->own, "path changed (%s -> %s)", sa, sb);
+                f->path_said = true;
         } else if (strcmp(name, "from") == 0) {
                 reason(&f->own, "--from source changed");
         } else if (strcmp(name, "from.stage") == 0) {
@@ -505,6 +511,8 @@ static void one_field(struct found *f, const char *name, const char *a, const ch
                         env_changes(&f->config, f->old_env, f->cur_env);
                 else
                         reason(&f->config, "ENV changed");
+        } else if (strcmp(name, "config.WorkingDir") == 0 && f->path_said) {
+                /* said as WORKDIR's path */
         } else if (starts(name, "config.")) {
                 config_change(&f->config, name + strlen("config."), a, b);
         } else if (starts(name, "image.")) {

@@ -314,6 +314,21 @@ static void test_copy_sources(void)
                "sources: a heredoc");
 }
 
+static void test_workdir(void)
+{
+        json_t *a = fields("parent", P1, "step", "WORKDIR", "path", "/app", "config.WorkingDir",
+                           "\"/app\"", NULL);
+        json_t *b = fields("parent", P1, "step", "WORKDIR", "path", "/srv", "config.WorkingDir",
+                           "\"/srv\"", NULL);
+
+        expect(a, b, "WORKDIR /srv", NULL, "WORKDIR /srv: path changed (/app -> /srv)", false,
+               "WORKDIR's path, said once");
+        a = fields("parent", P1, "step", "WORKDIR", "path", "/app", "config.User", "\"a\"", NULL);
+        b = fields("parent", P1, "step", "WORKDIR", "path", "/app", "config.User", "\"b\"", NULL);
+        expect(a, b, "WORKDIR /app", NULL, "WORKDIR /app: USER changed (a -> b)", false,
+               "WORKDIR under another USER");
+}
+
 static void test_from(void)
 {
         expect(fields("parent", "", "step", "FROM", "base.layers", D1 " " D1, "base.onbuild",
@@ -390,6 +405,7 @@ int main(void)
         test_earlier();
         test_copy();
         test_copy_sources();
+        test_workdir();
         test_from();
         test_short();
         return tap_done();

@@ -184,8 +184,10 @@ RUN echo "$V" > /out
 FROM build
 RUN cat /out > /copy
 DF
-b2() { # b2 V: builds two.Dockerfile with V
-        "$KILN" build --progress plain -f "$C/two.Dockerfile" --build-arg "V=$1" "$C" >"$WORK/log" 2>&1 ||
+b2() { # b2 V [ARGS...]: builds two.Dockerfile with V
+        local v=$1
+        shift
+        "$KILN" build --progress plain -f "$C/two.Dockerfile" --build-arg "V=$v" "$@" "$C" >"$WORK/log" 2>&1 ||
                 { sed 's/^/# /' "$WORK/log" | tail -n 20; return 1; }
 }
 says_in() { # says_in STAGE I/N TEXT: that step's miss says exactly TEXT
@@ -203,6 +205,8 @@ check "  2 CACHED" hits 2
 check "V changed: built" b2 2
 check "  the first stage: build-arg V changed (1 -> 2)" says_in build 2/2 "RUN: build-arg V changed (1 -> 2)"
 check "  the stage built on it: FROM: base stage changed" says_in stage-1 2/2 "FROM: base stage changed"
+check "--no-cache-filter build: built" b2 2 --no-cache-filter build
+check "  its stage runs anyway: nothing to explain there" says_in build 2/2 ""
 
 # a Dockerfile on stdin is the same build from one run to the next
 bs() { # bs V: two.Dockerfile on stdin

@@ -93,6 +93,15 @@ void bld_step_cached(struct bld_step *s)
         bld_step_event(s, &ev);
 }
 
+void bld_step_miss(struct bld_step *s, const char *why)
+{
+        struct bld_event ev = { .kind = BLD_EVENT_STEP_MISS, .no_record = !why };
+
+        ev.text = why ? why : "no earlier build of this step";
+        ev.len = strlen(ev.text);
+        bld_step_event(s, &ev);
+}
+
 void bld_step_error(struct bld_step *s, const struct kiln_error *e, const char *tail)
 {
         struct bld_build *b = s->st->b;

@@ -449,6 +449,9 @@ struct bld_stage {
          * input kiln cannot key was seen: nothing after it is cached */
         char key[LAYER_DIGEST_SIZE];
         bool unsettled;               /* cached layers were added: lowers are to be remade */
+        json_t *key_fields;           /* the inputs of the key just made, for its lookup */
+        char *upstream;               /* why its FROM missed ("FROM: base image digest
+                                       * changed") until a step misses for its own inputs */
         json_t *chain;                /* key -> entry of each keyed step so far (its base's too) */
 };
 
@@ -495,6 +498,8 @@ void bld_step_event(struct bld_step *s, struct bld_event *ev);
 void bld_step_done(struct bld_step *s);
 /** The step's result came from the cache (instead of bld_step_done()). */
 void bld_step_cached(struct bld_step *s);
+/** Why the step missed the cache (NULL `why`: no earlier build of it was recorded). */
+void bld_step_miss(struct bld_step *s, const char *why);
 void bld_step_error(struct bld_step *s, const struct kiln_error *e, const char *tail);
 bool bld_build_failed(struct bld_build *b);
 /** Whether RUN has subordinate ids (a user namespace with /etc/subuid ranges). */
@@ -656,6 +661,29 @@ int bld_cache_export(struct bld_build *b, struct bld_stage *target, struct kiln_
 /** Records an entry (temp file and rename); best effort. */
 void bld_cache_put(struct bld_build *b, const char *key, const struct bld_cache_entry *e, const char *created_by);
 
+/** The fields recorded for the step named `id` (its identity: where the build comes from,
+ * the stage and the step's place in it) at its most recent build, as bld_cache_fields_short()
+ * made them; NULL when there is none. New reference. */
+json_t *bld_cache_record_get(struct bld_build *b, const char *id);
+/** Records a step's key fields (shortened) as its most recent build: temp file and rename,
+ * mode 0600 (they hold build-args' values); best effort. */
+void bld_cache_record_put(struct bld_build *b, const char *id, json_t *fields);
+
+/* Why a step missed (builder/cache-explain.c) */
+
+/** Key fields as a record keeps them: values longer than 100 bytes (Env and Labels: 4096)
+ * become a prefix and their digest. A new object. */
+json_t *bld_cache_fields_short(json_t *fields);
+
+/**
+ * Why a step whose key fields are `cur` missed, against `old`, those of its most recent build
+ * (both shortened alike): "PREFIX: what changed" naming the step's own inputs first (up to
+ * three, then "and N more"): "RUN: build-arg VERSION changed (1.2 -> 1.3)", "COPY . /app:
+ * app/main.py changed", "RUN: USER changed (a -> b)"; for FROM fields "FROM: base image digest
+ * changed". When only what earlier steps made differs: `upstream` (the stage's FROM changed;
+ * *ret_upstream set) or "an earlier step changed". Caller frees.
+ */
+char *bld_cache_explain(json_t *old, json_t *cur, const char *prefix, const char *upstream, bool *ret_upstream);
 /* The cache as a garbage collection root (kiln prune, kiln store fsck): prune keeps the
  * blobs entries name and drops entries whose blob is gone. */
 struct bld_cache_gc {

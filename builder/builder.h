@@ -102,6 +102,9 @@ enum bld_event_kind {
         BLD_EVENT_STEP_OUTPUT, /* text: one line of a RUN's output, without its newline */
         BLD_EVENT_STEP_DONE,   /* elapsed */
         BLD_EVENT_STEP_CACHED, /* the step's layer came from the cache: nothing ran */
+        BLD_EVENT_STEP_MISS,   /* text: why the step missed the cache, against its most recent
+                                * build ("RUN: build-arg VERSION changed (1.2 -> 1.3)");
+                                * no_record: it has none to compare with */
         BLD_EVENT_STEP_ERROR,  /* text: what went wrong; elapsed */
         _BLD_EVENT_MAX,
 };
@@ -114,6 +117,7 @@ struct bld_event {
         const char *text;
         size_t len;
         double elapsed;        /* seconds since the step started */
+        bool no_record;        /* STEP_MISS: no earlier build of the step was recorded */
 };
 
 /* A --cache-from or --cache-to (BuildKit's syntax). */
@@ -149,6 +153,10 @@ struct bld_build_opts {
         bool docker;                     /* Docker schema2 media types instead of OCI */
         bool pull;                       /* pull base images even when the store has them */
         bool no_cache;                   /* run every step (entries are still written) */
+        const char *cache_scope;         /* where the build comes from (the context's and the
+                                          * Dockerfile's paths): with a stage and a step's place
+                                          * in it, the identity under which each step's inputs
+                                          * are recorded to explain its next miss; NULL: none */
         const struct bld_cache_spec *cache_from; /* registry caches to read (needs `registry`) */
         size_t n_cache_from;
         const struct bld_cache_spec *cache_to;   /* caches to write */

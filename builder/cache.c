@@ -217,13 +217,29 @@ bool bld_cache_get(struct bld_build *b, const char *key, struct bld_cache_entry 
 
 static atomic_uint tmp_seq;
 
+/* `j` as the file `name` in `dfd`, whole or not at all: a temporary name unique per process
+ * and per call (stages of one build, and other builds, may write at once), then a rename. */
+static void write_json_at(int dfd, const char *name, json_t *j, mode_t mode, bool sync)
+{
+        _cleanup_free_ char *tmp =
+                xasprintf(".tmp-%s-%d-%u", name, (int) getpid(), atomic_fetch_add(&tmp_seq, 1));
+        int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+        bool good;
+
+        if (fd < 0)
+                return;
+        good = json_dumpfd(j, fd, JSON_SORT_KEYS | JSON_COMPACT) == 0 && (!sync || fsync(fd) == 0);
+        close(fd);
+        if (!good || renameat(dfd, tmp, dfd, name) < 0)
+                (void) unlinkat(dfd, tmp, 0);
+}
+
 void bld_cache_put(struct bld_build *b, const char *key, const struct bld_cache_entry *e,
                    const char *created_by)
 {
         _cleanup_close_ int dfd = -1;
-        _cleanup_free_ char *name = NULL, *tmp = NULL;
+        _cleanup_free_ char *name = NULL;
         json_t *j;
-        int fd;
 
         /* best effort: a cache that cannot be written only costs time */
         if (!key || !*key)
@@ -232,19 +248,88 @@ void bld_cache_put(struct bld_build *b, const char *key, const struct bld_cache_
         if (dfd < 0)
                 return;
         name = entry_name(key);
-        /* unique per process and per call: stages of one build may write at once */
-        tmp = xasprintf(".tmp-%s-%d-%u", name, (int) getpid(), atomic_fetch_add(&tmp_seq, 1));
         j = bld_cache_entry_json(e, created_by);
         if (!j)
                 return;
-        fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-        if (fd >= 0) {
-                bool good =
-                        json_dumpfd(j, fd, JSON_SORT_KEYS | JSON_COMPACT) == 0 && fsync(fd) == 0;
-                close(fd);
-                if (!good || renameat(dfd, tmp, dfd, name) < 0)
-                        (void) unlinkat(dfd, tmp, 0);
+        write_json_at(dfd, name, j, 0644, true);
+        json_decref(j);
+}
+
+/* ---- the most recent build of each step, to explain a miss ---- */
+
+/* A record's format: another is read as none */
+#define RECORD_VERSION 1
+
+/* .kiln/cache/steps/, made when `make` */
+static int steps_dir(struct bld_build *b, bool make)
+{
+        _cleanup_close_ int dfd = cache_dir(b, NULL);
+        int fd;
+
+        if (dfd < 0)
+                return -1;
+        if (make && mkdirat(dfd, "steps", 0700) < 0 && errno != EEXIST)
+                return -1;
+        fd = openat(dfd, "steps", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        return fd;
+}
+
+/* A record's file name: the step's identity hashed */
+static char *record_name(const char *id)
+{
+        _cleanup_(layer_sha256_freep) struct layer_sha256 *h = layer_sha256_new();
+        char digest[LAYER_DIGEST_SIZE];
+
+        layer_sha256_update(h, id, strlen(id));
+        layer_sha256_final(h, digest);
+        return xasprintf("%s.json", digest + strlen("sha256:"));
+}
+
+json_t *bld_cache_record_get(struct bld_build *b, const char *id)
+{
+        _cleanup_close_ int dfd = steps_dir(b, false), fd = -1;
+        _cleanup_free_ char *name = NULL;
+        json_t *j, *fields, *v;
+        const char *k;
+
+        if (dfd < 0)
+                return NULL;
+        name = record_name(id);
+        fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return NULL;
+        j = json_loadfd(fd, 0, NULL);
+        if (json_integer_value(json_object_get(j, "version")) == RECORD_VERSION)
+                fields = json_incref(json_object_get(j, "fields"));
+        else
+                fields = NULL;
+        json_decref(j);
+        /* a record of another version, or damaged: as if there were none */
+        if (!json_is_object(fields)) {
+                json_decref(fields);
+                return NULL;
         }
+        json_object_foreach (fields, k, v)
+                if (!json_is_string(v)) {
+                        json_decref(fields);
+                        return NULL;
+                }
+        return fields;
+}
+
+void bld_cache_record_put(struct bld_build *b, const char *id, json_t *fields)
+{
+        _cleanup_close_ int dfd = steps_dir(b, true);
+        _cleanup_free_ char *name = NULL;
+        json_t *j;
+
+        /* best effort: without it a miss is only not explained. 0600: build-args' values. */
+        if (dfd < 0)
+                return;
+        name = record_name(id);
+        j = json_pack("{s:i, s:o}", "version", RECORD_VERSION, "fields", bld_cache_fields_short(fields));
+        if (j)
+                write_json_at(dfd, name, j, 0600, false);
         json_decref(j);
 }
 

@@ -18,7 +18,7 @@
 #include "builder/common/xalloc.h"
 #include "registry/registry.h"
 
-enum progress_mode { PROGRESS_AUTO, PROGRESS_PLAIN, PROGRESS_QUIET };
+enum progress_mode { PROGRESS_AUTO, PROGRESS_PLAIN, PROGRESS_TTY, PROGRESS_QUIET };
 
 /* One -o: buildx's exporters but the registry one (which is --push). */
 enum output_kind { OUTPUT_OCI, OUTPUT_DOCKER, OUTPUT_LOCAL };
@@ -36,7 +36,7 @@ struct build_opts {
         const char *root;
         const char **tags;
         size_t n_tags;
-        bool push, pull, no_cache;
+        bool push, pull, no_cache, explain_cache;
         const char **no_cache_filter; /* --no-cache-filter values, each a comma list */
         size_t n_no_cache_filter;
         const char *iidfile, *metadata_file;
@@ -68,6 +68,7 @@ enum {
         OPT_NO_CACHE,
         OPT_NO_CACHE_FILTER,
         OPT_EPOCH,
+        OPT_EXPLAIN_CACHE,
         OPT_CACHE_FROM,
         OPT_CACHE_TO,
 };
@@ -89,6 +90,7 @@ static const struct option build_options[] = {
         { .name = "progress", .has_arg = required_argument, .val = OPT_PROGRESS },
         { .name = "pull", .has_arg = no_argument, .val = OPT_PULL },
         { .name = "no-cache", .has_arg = no_argument, .val = OPT_NO_CACHE },
+        { .name = "explain-cache", .has_arg = no_argument, .val = OPT_EXPLAIN_CACHE },
         { .name = "cache-from", .has_arg = required_argument, .val = OPT_CACHE_FROM },
         { .name = "cache-to", .has_arg = required_argument, .val = OPT_CACHE_TO },
         { .name = "no-cache-filter", .has_arg = required_argument, .val = OPT_NO_CACHE_FILTER },
@@ -210,6 +212,9 @@ static int build_option(void *state, int opt, const char *arg, struct kiln_error
         case OPT_NO_CACHE:
                 o->no_cache = true;
                 return 0;
+        case OPT_EXPLAIN_CACHE:
+                o->explain_cache = true;
+                return 0;
         case OPT_NO_CACHE_FILTER:
                 o->no_cache_filter =
                         xrealloc(o->no_cache_filter, (o->n_no_cache_filter + 1) * sizeof(char *));
@@ -275,12 +280,14 @@ static int build_option(void *state, int opt, const char *arg, struct kiln_error
         case OPT_PROGRESS:
                 if (strcmp(arg, "auto") == 0)
                         o->progress = PROGRESS_AUTO;
-                else if (strcmp(arg, "plain") == 0 || strcmp(arg, "tty") == 0)
+                else if (strcmp(arg, "plain") == 0)
                         o->progress = PROGRESS_PLAIN;
+                else if (strcmp(arg, "tty") == 0)
+                        o->progress = PROGRESS_TTY; /* no live view yet: printed as auto */
                 else if (strcmp(arg, "quiet") == 0)
                         o->progress = PROGRESS_QUIET;
                 else
-                        return usage(err, "--progress wants auto, plain or quiet, not '%s'", arg);
+                        return usage(err, "--progress wants auto, plain, tty or quiet, not '%s'", arg);
                 return 0;
         case OPT_EPOCH: {
                 long long v = strtoll(arg, &end, 10);
@@ -300,6 +307,8 @@ static int build_option(void *state, int opt, const char *arg, struct kiln_error
 struct printer {
         struct cli_ctx *ctx;
         bool quiet;
+        bool plain;   /* --progress plain: each miss says why */
+        bool explain; /* --explain-cache: in any mode, also a step never built before */
 };
 
 static void print_line(struct printer *p, const char *fmt, ...) _printf_(2, 3);
@@ -375,6 +384,12 @@ static void on_event(void *ctx, const struct bld_event *ev)
         case BLD_EVENT_STEP_CACHED:
                 if (!p->quiet)
                         print_line(p, "#%u CACHED", ev->step);
+                break;
+        case BLD_EVENT_STEP_MISS:
+                if (!p->quiet && (p->explain || (p->plain && !ev->no_record))) {
+                        _cleanup_free_ char *s = one_line(ev->text, ev->len);
+                        print_line(p, "#%u cache miss: %s", ev->step, s);
+                }
                 break;
         case BLD_EVENT_STEP_ERROR: {
                 const char *nl = memchr(ev->text, '\n', ev->len);
@@ -677,6 +692,22 @@ static int stdin_context(struct build_opts *o, struct scratch *sc, char **ret_co
         return 0;
 }
 
+/* Where the build comes from, the same from one build of it to the next: the context's absolute
+ * path ("-" for stdin) and the Dockerfile's. */
+static char *cache_scope(const char *context, const struct cli_frontend *fe)
+{
+        _cleanup_free_ char *ctx_path = NULL, *df_path = NULL;
+        bool from_stdin = strcmp(context, "-") == 0;
+
+        if (!from_stdin)
+                ctx_path = realpath(context, NULL);
+        /* a Dockerfile in a context on stdin is named by its path in the archive */
+        if (!from_stdin && strcmp(fe->dockerfile_name, "-") != 0)
+                df_path = realpath(fe->dockerfile_name, NULL);
+        return xasprintf("%s\n%s", from_stdin ? "-" : ctx_path ? ctx_path : context,
+                         df_path ? df_path : fe->dockerfile_name);
+}
+
 /* --no-cache-filter: the stages (names, as --target takes them, or indexes) that run every step.
  * *ret (n_stages flags) stays NULL when none was given. NOTFOUND for a stage the Dockerfile
  * lacks. */
@@ -738,10 +769,15 @@ static int run_build(void *state, char **args, unsigned n_args, struct cli_ctx *
         struct cli_frontend *fe = &o->fe;
         _cleanup_(layer_store_freep) struct layer_store *store = NULL;
         _cleanup_(reg_client_freep) struct reg_client *client = NULL;
-        struct printer p = { .ctx = ctx, .quiet = o->progress == PROGRESS_QUIET };
+        struct printer p = {
+                .ctx = ctx,
+                .quiet = o->progress == PROGRESS_QUIET,
+                .plain = o->progress == PROGRESS_PLAIN,
+                .explain = o->explain_cache,
+        };
         struct bld_build_opts bo = { 0 };
         struct bld_build_result res;
-        _cleanup_free_ char *context = NULL, *spooled = NULL;
+        _cleanup_free_ char *context = NULL, *spooled = NULL, *scope = NULL;
         _cleanup_free_ bool *no_cache = NULL;
         _cleanup_(scratch_removep) struct scratch scratch = { .fd = -1 };
         size_t i;
@@ -777,6 +813,7 @@ static int run_build(void *state, char **args, unsigned n_args, struct cli_ctx *
                 return -1;
         if (cli_registry_client(&o->reg, ctx, &client, err) < 0)
                 return -1;
+        scope = cache_scope(args[0], fe);
         bo = (struct bld_build_opts){
                 .store = store,
                 .registry = client,
@@ -791,6 +828,7 @@ static int run_build(void *state, char **args, unsigned n_args, struct cli_ctx *
                 .docker = o->docker,
                 .pull = o->pull,
                 .no_cache = o->no_cache,
+                .cache_scope = scope,
                 .cache_from = o->cache_from,
                 .n_cache_from = o->n_cache_from,
                 .cache_to = o->cache_to,
@@ -868,6 +906,9 @@ const struct cli_verb cli_verb_build = {
                 "                              DIR                      (the same as type=local)\n"
                 "  --pull                    pull base images even when the store has them\n"
                 "  --no-cache                run every step (the local cache is still written)\n"
+                "  --explain-cache           say why each step missed the cache (always with\n"
+                "                            --progress plain, which leaves out steps never\n"
+                "                            built before)\n"
                 "  --cache-from SPEC         reuse steps from a registry cache: type=registry,ref=REF,\n"
                 "                            or an IMAGE built with --cache-to type=inline (repeatable)\n"
                 "  --cache-to SPEC           export the cache: type=registry,ref=REF[,mode=min|max]\n"
@@ -884,7 +925,7 @@ const struct cli_verb cli_verb_build = {
                 "  --format oci|docker       media types of the image (default: oci)\n"
                 "  --compression C           layers as gzip (default), zstd or none\n"
                 "  -j, --jobs N              stages built at once (default: the CPUs)\n"
-                "  --progress MODE           auto, plain or quiet (only the digest)\n"
+                "  --progress MODE           auto, plain, tty or quiet (only the digest)\n"
                 "  --source-date-epoch N     timestamps for a reproducible image (also\n"
                 "                            $SOURCE_DATE_EPOCH)\n" CLI_REGISTRY_CONN_HELP CLI_ROOT_HELP
                 "\nFROM takes an image (the store's, else pulled), scratch, an earlier stage, or\n"

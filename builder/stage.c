@@ -62,6 +62,8 @@ void bld_stage_release(struct bld_stage *st)
         free(st->lowers);
         json_decref(st->config);
         json_decref(st->triggers);
+        json_decref(st->key_fields);
+        free(st->upstream);
         json_decref(st->chain);
         st->chain = NULL;
         free(st->name);
@@ -71,6 +73,8 @@ void bld_stage_release(struct bld_stage *st)
         st->lowers = NULL;
         st->config = NULL;
         st->triggers = NULL;
+        st->key_fields = NULL;
+        st->upstream = NULL;
         st->name = NULL;
 }
 
@@ -403,6 +407,89 @@ static void key_begin(struct bld_stage *st, struct bld_key *k, const char *what)
         bld_key_field(k, "build", buf);
 }
 
+/* The key, and its inputs kept for step_lookup() (or the FROM's record) */
+static void key_end(struct bld_stage *st, struct bld_key *k, char key[LAYER_DIGEST_SIZE])
+{
+        bld_key_final(k, key);
+        json_decref(st->key_fields);
+        st->key_fields = json_incref(k->fields);
+        bld_key_release(k);
+}
+
+/* Who a step is from one build to the next, for its record: where the build comes from, the
+ * stage, and the step's place in it (so an edited instruction compares with its old text) */
+static char *step_id(const struct bld_stage *st, unsigned index)
+{
+        return xasprintf("kiln-step-v1\n%s\n%s\n%u", st->b->o->cache_scope, st->name, index);
+}
+
+/* A miss: why, against the step's most recent build, as an event */
+static void explain_miss(struct bld_stage *st, struct bld_step *s, const char *id, json_t *fields,
+                         const char *prefix)
+{
+        _cleanup_json_ json_t *old = bld_cache_record_get(st->b, id), *cur = NULL;
+        _cleanup_free_ char *why = NULL;
+        bool upstream = false;
+
+        if (!old) {
+                bld_step_miss(s, NULL);
+                return;
+        }
+        cur = bld_cache_fields_short(fields);
+        why = bld_cache_explain(old, cur, prefix, st->upstream, &upstream);
+        if (!upstream) {
+                /* from here on, an earlier step of the stage is what changed */
+                free(st->upstream);
+                st->upstream = NULL;
+        }
+        bld_step_miss(s, why);
+}
+
+static bool cache_lookup(struct bld_stage *st, const char *key, struct bld_cache_entry *ret);
+
+/* Looks a step's key up as cache_lookup() does (its inputs from key_end()); a miss says why
+ * (`prefix`: the instruction as its history shows it), and either way the step's inputs are
+ * recorded as its most recent build. */
+static bool step_lookup(struct bld_stage *st, struct bld_step *s, const char *key, const char *prefix,
+                         struct bld_cache_entry *ret)
+{
+        struct bld_build *b = st->b;
+        _cleanup_json_ json_t *fields = TAKE_PTR(st->key_fields);
+        _cleanup_free_ char *id = NULL;
+        bool hit = cache_lookup(st, key, ret);
+        bool run_anyway = b->o->no_cache || (b->o->no_cache_stages && b->o->no_cache_stages[st->index]);
+
+        if (!fields || !b->o->cache_scope || !s)
+                return hit;
+        id = step_id(st, s->index);
+        /* --no-cache, --no-cache-filter: every step runs, nothing to explain */
+        if (!hit && !run_anyway)
+                explain_miss(st, s, id, fields, prefix);
+        bld_cache_record_put(b, id, fields);
+        return hit;
+}
+
+/* After FROM's key: whether the base changed since the stage's last build (st->upstream, said
+ * by the misses it causes), and the FROM's record. */
+static void from_record(struct bld_stage *st)
+{
+        struct bld_build *b = st->b;
+        _cleanup_json_ json_t *fields = TAKE_PTR(st->key_fields), *old = NULL, *cur = NULL;
+        _cleanup_free_ char *id = NULL;
+
+        free(st->upstream);
+        st->upstream = NULL;
+        if (!fields || !b->o->cache_scope)
+                return;
+        id = step_id(st, 1);
+        old = bld_cache_record_get(b, id);
+        if (old) {
+                cur = bld_cache_fields_short(fields);
+                st->upstream = bld_cache_explain(old, cur, "FROM", NULL, NULL);
+        }
+        bld_cache_record_put(b, id, fields);
+}
+
 /* A cached layer was added: the stage's lower directories are one root filesystem of its
  * layers, made when a step next needs them (an unpacked layer alone would lose its
  * whiteouts). */
@@ -509,8 +596,7 @@ static int result_key(struct bld_stage *st, const char *upper, const char *what,
         key_begin(st, &k, what);
         bld_key_field(&k, "instruction", created_by);
         bld_key_field(&k, "files", res.empty ? "empty" : res.desc.diff_id);
-        bld_key_final(&k, key);
-        bld_key_release(&k);
+        key_end(st, &k, key);
         return 0;
 }
 
@@ -653,8 +739,8 @@ static int step_from(struct bld_stage *st, struct kiln_error **err)
                 bld_key_field(&k, "base.layers", layers.buf);
                 bld_key_config(&k, st->config);
                 bld_key_field_json(&k, "base.onbuild", triggers);
-                bld_key_final(&k, st->key);
-                bld_key_release(&k);
+                key_end(st, &k, st->key);
+                from_record(st);
         } else {
                 st->key[0] = '\0';
         }
@@ -829,9 +915,8 @@ static int step_run(struct bld_stage *st, struct bld_step *s, struct df_eval *ev
                 }
                 bld_key_field(&k, "network", in->run.network.text);
                 bld_key_field(&k, "security", in->run.security.text);
-                bld_key_final(&k, key);
-                bld_key_release(&k);
-                if (cache_lookup(st, key, &made)) {
+                key_end(st, &k, key);
+                if (step_lookup(st, s, key, "RUN", &made)) {
                         history = run_history(argv);
                         return apply_hit(st, s, key, &made, history, err);
                 }
@@ -900,7 +985,7 @@ static int commit_cached(struct bld_stage *st, struct bld_step *s, const char *u
 
         if (result_key(st, upper, what, history, key, err) < 0)
                 return -1;
-        if (key[0] && cache_lookup(st, key, &made))
+        if (key[0] && step_lookup(st, s, key, history, &made))
                 return apply_hit(st, s, key, &made, history, err);
         if (commit_entry(st, upper, history, &made, err) < 0)
                 return -1;
@@ -1379,8 +1464,9 @@ static int source_key(struct bld_stage *st, const struct df_instr *in, const str
                 layer_sha256_free(w.stats);
         }
         if (ok)
-                bld_key_final(&k, key);
-        bld_key_release(&k);
+                key_end(st, &k, key);
+        else
+                bld_key_release(&k);
         return 0;
 }
 
@@ -1436,7 +1522,7 @@ static int step_copy(struct bld_stage *st, struct bld_step *s, const struct df_i
         if (b->cache) {
                 if (source_key(st, in, &j.opts, &img, key, &check, err) < 0)
                         goto out;
-                if (key[0] && cache_lookup(st, key, &made)) {
+                if (key[0] && step_lookup(st, s, key, history, &made)) {
                         /* nothing copied, and no root filesystem made for it */
                         r = apply_hit(st, s, key, &made, history, err);
                         goto out;
@@ -1569,9 +1655,8 @@ static int step_workdir(struct bld_stage *st, struct bld_step *s, const struct d
                 struct bld_key k;
                 key_begin(st, &k, "WORKDIR");
                 bld_key_field(&k, "path", path);
-                bld_key_final(&k, key);
-                bld_key_release(&k);
-                if (cache_lookup(st, key, &made))
+                key_end(st, &k, key);
+                if (step_lookup(st, s, key, history, &made))
                         return apply_hit(st, s, key, &made, history, err);
         }
         if (b->trees) {

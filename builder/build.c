@@ -483,6 +483,8 @@ int bld_build(const struct bld_build_opts *opts, struct bld_build_result *ret, s
         }
         if (b.none && bld_prefetch_images(&b, err) < 0)
                 goto out;
+        /* blobs a registry holds for the build: --cache-from's, lazily resolved bases' */
+        b.remote_blobs = json_object();
         if (b.cache && opts->n_cache_from > 0)
                 bld_cache_import(&b);
         for (wave = 1; wave <= g->n_waves; wave++)

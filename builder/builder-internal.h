@@ -453,6 +453,9 @@ struct bld_stage {
         char *upstream;               /* why its FROM missed ("FROM: base image digest
                                        * changed") until a step misses for its own inputs */
         json_t *chain;                /* key -> entry of each keyed step so far (its base's too) */
+        bool forced;                  /* its steps (or its base stage's) ran without the cache
+                                       * (--no-cache-filter): what it made may differ from what
+                                       * its keys name, so no later stage keys by them */
 };
 
 struct bld_build {
@@ -626,10 +629,12 @@ struct bld_cache_entry {
         uint64_t size;
         char media_type[128];
         int64_t created; /* when the step ran (seconds since the epoch); -1: unknown */
+        char ref[512];   /* a --cache-from's reference that holds the blob, or "" */
 };
 
-/** The entry for `key`: a local one whose blob is in the store with its size, else one a
- * --cache-from imported (its blob is fetched when a step or the image needs it); false
+/** The entry for `key`: a local one whose blob is in the store with its size (or, for one a
+ * --cache-from brought, in its registry), else one a --cache-from imported (its blob is
+ * fetched when a step or the image needs it); false
  * otherwise (and always with --no-cache). */
 bool bld_cache_get(struct bld_build *b, const char *key, struct bld_cache_entry *ret);
 /** An entry as JSON (the local entry's and the exported cache's form), and back: false when
@@ -645,6 +650,8 @@ bool bld_layer_media_type_known(const char *mt);
 void bld_cache_import(struct bld_build *b);
 /** The imported entry for `key`, also written as a local entry; false when none. */
 bool bld_cache_remote_get(struct bld_build *b, const char *key, struct bld_cache_entry *ret);
+/** Notes that the registry `ref` holds blob `digest`: fetched from there when needed. */
+void bld_cache_note_blob(struct bld_build *b, const char *digest, const char *ref);
 /** Fetches the blobs of `layers` the store lacks from the caches that named them. */
 int bld_cache_fetch_layers(struct bld_build *b, const struct bld_layer *layers, size_t n, struct kiln_error **err);
 /** A base image the store lacks, resolved from its manifest and config only (with a

@@ -183,7 +183,7 @@ static int import_one(struct bld_build *b, const char *ref, size_t *ret_n, struc
                 json_object_set_new(copy, "ref", json_string(ref));
                 json_object_set_new(b->remote, key, copy);
                 if (!ce.empty) {
-                        json_object_set_new(b->remote_blobs, ce.digest, json_string(ref));
+                        bld_cache_note_blob(b, ce.digest, ref);
                         /* so a push to another repository of that registry can mount it */
                         {
                                 struct reg_ref r = { 0 };
@@ -205,7 +205,6 @@ void bld_cache_import(struct bld_build *b)
         size_t i, n;
 
         b->remote = json_object();
-        b->remote_blobs = json_object();
         for (i = 0; i < b->o->n_cache_from; i++) {
                 const char *ref = b->o->cache_from[i].ref;
                 struct kiln_error *e = NULL;
@@ -230,12 +229,22 @@ bool bld_cache_remote_get(struct bld_build *b, const char *key, struct bld_cache
 
         if (!e || !bld_cache_entry_parse(e, ret))
                 return false;
+        /* the local entry remembers where its blob is, for a build here without --cache-from */
+        snprintf(ret->ref, sizeof(ret->ref), "%s", kiln_json_get_string(e, "ref"));
         /* kept locally too: the next build here hits without the registry once the blob is in */
         bld_cache_put(b, key, ret, kiln_json_get_string(e, "created_by"));
         return true;
 }
 
 /* ---- blobs, on demand ---- */
+
+void bld_cache_note_blob(struct bld_build *b, const char *digest, const char *ref)
+{
+        pthread_mutex_lock(&b->fetch_lock);
+        if (!json_object_get(b->remote_blobs, digest))
+                json_object_set_new(b->remote_blobs, digest, json_string(ref));
+        pthread_mutex_unlock(&b->fetch_lock);
+}
 
 int bld_cache_fetch_layers(struct bld_build *b, const struct bld_layer *layers, size_t n, struct kiln_error **err)
 {
@@ -288,11 +297,8 @@ int bld_cache_lazy_image(struct bld_build *b, const char *ref, const char *platf
                 return -1;
         if (bld_image_layers_parse(manifest, config, ref, ret, err) < 0)
                 return -1;
-        pthread_mutex_lock(&b->fetch_lock);
         for (i = 0; i < ret->n; i++)
-                if (!json_object_get(b->remote_blobs, ret->digests[i]))
-                        json_object_set_new(b->remote_blobs, ret->digests[i], json_string(ref));
-        pthread_mutex_unlock(&b->fetch_lock);
+                bld_cache_note_blob(b, ret->digests[i], ref);
         info(b, "cache: %s resolved to %.19s; its %zu layers are fetched when needed", ref, m.digest, ret->n);
         return 0;
 }

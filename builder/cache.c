@@ -85,9 +85,13 @@ void bld_key_config(struct bld_key *k, json_t *config)
 {
         json_t *c = json_deep_copy(config);
 
-        /* the history's timestamps say when, not what; the rest is what a step sees */
+        /* the history's timestamps say when, not what; the layers' diff_ids are what earlier
+         * steps made, which their keys (the parent's) already stand for: a step whose output
+         * varies (a timestamp, a random file) does not change the keys of the steps after it,
+         * as in BuildKit, so a cache from elsewhere still fits after it ran again */
         json_object_del(c, "history");
         json_object_del(c, "created");
+        json_object_del(c, "rootfs");
         /* one field per setting, so a miss can name the one that changed */
         fields_of(k, "image.", c, "config");
         json_decref(c);
@@ -136,6 +140,8 @@ json_t *bld_cache_entry_json(const struct bld_cache_entry *e, const char *create
 
         if (j && e->created > 0) /* else unknown: a hit takes the build's time */
                 json_object_set_new(j, "created", json_integer((json_int_t) e->created));
+        if (j && e->ref[0])
+                json_object_set_new(j, "ref", json_string(e->ref));
         return j;
 }
 
@@ -149,6 +155,11 @@ bool bld_cache_entry_parse(json_t *j, struct bld_cache_entry *ret)
                         "media_type", &mt, "empty_layer", &empty, "created", &created) < 0)
                 return false;
         *ret = (struct bld_cache_entry){ .empty = empty, .created = created };
+        {
+                const char *ref = json_string_value(json_object_get(j, "ref"));
+                if (ref && strlen(ref) < sizeof(ret->ref))
+                        snprintf(ret->ref, sizeof(ret->ref), "%s", ref);
+        }
         if (empty)
                 return true;
         if (!layer_digest_valid(digest) || !layer_digest_valid(diff_id) || size < 0 || !bld_layer_media_type_known(mt))
@@ -192,11 +203,17 @@ static bool local_get(struct bld_build *b, const char *key, struct bld_cache_ent
         if (!j || !bld_cache_entry_parse(j, ret))
                 return false;
         if (!ret->empty) {
-                /* the blob must still be there, whole: prune or a user may have removed it */
+                /* the blob must still be there, whole: prune or a user may have removed it;
+                 * one a --cache-from brought may still be in its registry only */
                 bfd = layer_store_open_blob(b->o->store, ret->digest, &have, NULL);
-                if (bfd < 0)
+                if (bfd < 0 && ret->ref[0] && b->o->registry) {
+                        bld_cache_note_blob(b, ret->digest, ret->ref);
+                        have = ret->size;
+                } else if (bfd < 0) {
                         return false;
-                close(bfd);
+                } else {
+                        close(bfd);
+                }
                 if (have != ret->size)
                         return false;
         }

@@ -327,7 +327,7 @@ static int resolve_image(struct bld_build *b, const char *ref, const char *platf
                 return kiln_error_new(err, KILN_ERR_NOTFOUND, "image '%s' is not in the store", ref);
         /* With a registry cache the manifest and config are enough to key the steps: the
          * layers come when a step runs on them or the image needs them. */
-        if (b->remote_blobs)
+        if (b->remote)
                 return bld_cache_lazy_image(b, ref, platform, ret, err);
         if (reg_pull(b->o->registry, b->o->store, ref, &po, &res, err) < 0)
                 return -1;
@@ -691,6 +691,11 @@ static int from_stage(struct bld_stage *st, struct bld_stage *base, struct kiln_
                 add_lower(st, base->lowers[i]);
         pthread_mutex_unlock(&st->b->lock);
         memcpy(st->key, base->key, LAYER_DIGEST_SIZE);
+        /* a base stage that ran without the cache: this one runs on what it made, which its
+         * key does not name */
+        st->forced = st->forced || base->forced;
+        if (base->forced)
+                st->key[0] = '\0';
         return 0;
 }
 
@@ -1435,7 +1440,8 @@ static int source_key(struct bld_stage *st, const struct df_instr *in, const str
                 if (!e) {
                         ok = false;
                 } else if (e->stage != SIZE_MAX) {
-                        ok = b->stages[e->stage].key[0] != '\0';
+                        /* a stage that ran without the cache: keyed by what is copied instead */
+                        ok = b->stages[e->stage].key[0] != '\0' && !b->stages[e->stage].forced;
                         bld_key_field(&k, "from.stage", b->stages[e->stage].key);
                 } else if (resolve_image(b, e->image, b->o->platform, img, err) < 0) {
                         bld_key_release(&k);
@@ -1870,6 +1876,8 @@ int bld_stage_run(struct bld_stage *st, struct kiln_error **err)
                 count += is_step(ds->instrs[i].kind);
 
         bld_step_start(st, &s, index, ds->from, count);
+        if (b->o->no_cache_stages && b->o->no_cache_stages[st->index])
+                st->forced = true;
         if (step_from(st, err) < 0) {
                 locate(st, ds->from, err);
                 bld_step_error(&s, *err, NULL);

@@ -30,9 +30,7 @@ static void emit(struct bld_build *b, struct bld_event *ev)
                 b->o->event(b->o->event_ctx, ev);
 }
 
-static void build_event(struct bld_build *b, enum bld_event_kind kind, const char *fmt, ...) _printf_(3, 4);
-
-static void build_event(struct bld_build *b, enum bld_event_kind kind, const char *fmt, ...)
+void bld_build_event(struct bld_build *b, enum bld_event_kind kind, const char *fmt, ...)
 {
         _cleanup_free_ char *msg = NULL;
         struct bld_event ev = { .kind = kind };
@@ -251,7 +249,7 @@ static int choose_isolation(struct bld_build *b, char **ret_why, struct kiln_err
                 b->env.n_gid_map = ng;
                 b->userxattr = true;
                 if (nu == 0 || ng == 0)
-                        build_event(b, BLD_EVENT_WARNING,
+                        bld_build_event(b, BLD_EVENT_WARNING,
                                     "no /etc/subuid or /etc/subgid range for this user: only uid and gid 0 exist in "
                                     "RUN, so chown to other ids fails");
         }
@@ -469,11 +467,11 @@ int bld_build(const struct bld_build_opts *opts, struct bld_build_result *ret, s
         }
         if (choose_isolation(&b, &ret->isolation_why, err) < 0)
                 goto out;
-        build_event(&b, BLD_EVENT_INFO, "isolation: %s", ret->isolation_why);
+        bld_build_event(&b, BLD_EVENT_INFO, "isolation: %s", ret->isolation_why);
         /* --isolation none diffs / itself: a cached layer would have to be applied there */
         b.cache = !b.none;
         if (!b.cache)
-                build_event(&b, BLD_EVENT_INFO, "cache: not used with --isolation none");
+                bld_build_event(&b, BLD_EVENT_INFO, "cache: not used with --isolation none");
         b.stages = xcalloc(g->n_stages, sizeof(*b.stages));
         for (i = 0; i < g->n_stages; i++) {
                 b.stages[i].b = &b;

@@ -495,6 +495,10 @@ struct bld_step {
         bool cached;                  /* its result came from the cache */
 };
 
+/** A build-wide event (INFO, WARNING) with a formatted text, under the build's lock: not to be
+ * called with it held. */
+void bld_build_event(struct bld_build *b, enum bld_event_kind kind, const char *fmt, ...) _printf_(3, 4);
+
 void bld_step_start(struct bld_stage *st, struct bld_step *s, unsigned index, const struct df_instr *in,
                     unsigned count);
 void bld_step_event(struct bld_step *s, struct bld_event *ev);

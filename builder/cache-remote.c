@@ -117,44 +117,6 @@ void bld_cache_spec_release(struct bld_cache_spec *s)
 
 /* ---- import ---- */
 
-static void warn(struct bld_build *b, const char *fmt, ...) _printf_(2, 3);
-
-static void warn(struct bld_build *b, const char *fmt, ...)
-{
-        _cleanup_free_ char *text = NULL;
-        struct bld_event ev = { .kind = BLD_EVENT_WARNING };
-        va_list ap;
-
-        va_start(ap, fmt);
-        text = xvasprintf(fmt, ap);
-        va_end(ap);
-        ev.text = text;
-        ev.len = strlen(text);
-        pthread_mutex_lock(&b->lock);
-        if (b->o->event)
-                b->o->event(b->o->event_ctx, &ev);
-        pthread_mutex_unlock(&b->lock);
-}
-
-static void info(struct bld_build *b, const char *fmt, ...) _printf_(2, 3);
-
-static void info(struct bld_build *b, const char *fmt, ...)
-{
-        _cleanup_free_ char *text = NULL;
-        struct bld_event ev = { .kind = BLD_EVENT_INFO };
-        va_list ap;
-
-        va_start(ap, fmt);
-        text = xvasprintf(fmt, ap);
-        va_end(ap);
-        ev.text = text;
-        ev.len = strlen(text);
-        pthread_mutex_lock(&b->lock);
-        if (b->o->event)
-                b->o->event(b->o->event_ctx, &ev);
-        pthread_mutex_unlock(&b->lock);
-}
-
 /* One --cache-from: the entries its config carries, each checked. */
 static int import_one(struct bld_build *b, const char *ref, size_t *ret_n, struct kiln_error **err)
 {
@@ -210,16 +172,16 @@ void bld_cache_import(struct bld_build *b)
                 struct kiln_error *e = NULL;
 
                 if (!b->o->registry) {
-                        warn(b, "--cache-from %s: no registry client", ref);
+                        bld_build_event(b, BLD_EVENT_WARNING, "--cache-from %s: no registry client", ref);
                         continue;
                 }
                 if (import_one(b, ref, &n, &e) < 0) {
                         /* BuildKit's rule: a cache that cannot be read is only a slower build */
-                        warn(b, "--cache-from %s: not used: %s", ref, e ? e->msg : "?");
+                        bld_build_event(b, BLD_EVENT_WARNING, "--cache-from %s: not used: %s", ref, e ? e->msg : "?");
                         kiln_error_free(e);
                         continue;
                 }
-                info(b, "cache: %zu entries from %s", n, ref);
+                bld_build_event(b, BLD_EVENT_INFO, "cache: %zu entries from %s", n, ref);
         }
 }
 
@@ -271,7 +233,7 @@ int bld_cache_fetch_layers(struct bld_build *b, const struct bld_layer *layers, 
                 }
                 r = reg_fetch_blobs(b->o->registry, b->o->store, ref, want, k, &bytes, err);
                 if (r == 0)
-                        info(b, "cache: fetched %zu layer%s (%llu bytes) from %s", k, k == 1 ? "" : "s",
+                        bld_build_event(b, BLD_EVENT_INFO, "cache: fetched %zu layer%s (%llu bytes) from %s", k, k == 1 ? "" : "s",
                              (unsigned long long) bytes, ref);
                 else
                         kiln_error_wrap(err, "--cache-from %s", ref);
@@ -299,7 +261,7 @@ int bld_cache_lazy_image(struct bld_build *b, const char *ref, const char *platf
                 return -1;
         for (i = 0; i < ret->n; i++)
                 bld_cache_note_blob(b, ret->digests[i], ref);
-        info(b, "cache: %s resolved to %.19s; its %zu layers are fetched when needed", ref, m.digest, ret->n);
+        bld_build_event(b, BLD_EVENT_INFO, "cache: %s resolved to %.19s; its %zu layers are fetched when needed", ref, m.digest, ret->n);
         return 0;
 }
 
@@ -390,7 +352,7 @@ static int export_one(struct bld_build *b, const struct bld_cache_spec *spec, st
         if (reg_push_manifest(b->o->registry, b->o->store, spec->ref, manifest_text, strlen(manifest_text),
                               OCI_MANIFEST_TYPE, &res, err) < 0)
                 return kiln_error_wrap(err, "--cache-to %s", spec->ref);
-        info(b, "cache: %zu entries (%zu layers, %u sent, %u there already, %u mounted) to %s: %s",
+        bld_build_event(b, BLD_EVENT_INFO, "cache: %zu entries (%zu layers, %u sent, %u there already, %u mounted) to %s: %s",
              json_object_size(entries), n_need, res.blobs_sent, res.blobs_present, res.blobs_mounted, spec->ref,
              res.manifest_digest);
         return 0;
@@ -407,7 +369,7 @@ int bld_cache_export(struct bld_build *b, struct bld_stage *target, struct kiln_
                 if (spec->kind != BLD_CACHE_REGISTRY)
                         continue;
                 if (!b->cache) {
-                        warn(b, "--cache-to %s: nothing to export (the cache is not used in this mode)", spec->ref);
+                        bld_build_event(b, BLD_EVENT_WARNING, "--cache-to %s: nothing to export (the cache is not used in this mode)", spec->ref);
                         continue;
                 }
                 if (!b->o->registry) {
@@ -417,7 +379,7 @@ int bld_cache_export(struct bld_build *b, struct bld_stage *target, struct kiln_
                 if (export_one(b, spec, target, &e) == 0)
                         continue;
                 if (spec->ignore_error) {
-                        warn(b, "%s", e ? e->msg : "--cache-to failed");
+                        bld_build_event(b, BLD_EVENT_WARNING, "%s", e ? e->msg : "--cache-to failed");
                         kiln_error_free(e);
                         continue;
                 }

@@ -430,6 +430,26 @@ static void gc_remove(struct bld_cache_gc *o, int dfd, struct gc_entry *e)
                 o->entries_removed++;
 }
 
+/* Removes the regular files of the directory `name` under `dfd` (best effort). */
+static void remove_records(int dfd, const char *name)
+{
+        int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        struct dirent *de;
+        DIR *d;
+
+        if (fd < 0)
+                return;
+        d = fdopendir(fd);
+        if (!d) {
+                close(fd);
+                return;
+        }
+        while ((de = readdir(d)))
+                if (de->d_name[0] != '.' || strncmp(de->d_name, ".tmp", 4) == 0)
+                        (void) unlinkat(dirfd(d), de->d_name, 0);
+        closedir(d);
+}
+
 int bld_cache_gc_mark(struct layer_store *store, struct layer_gc *gc, void *ctx,
                       struct kiln_error **err)
 {
@@ -489,6 +509,9 @@ int bld_cache_gc_mark(struct layer_store *store, struct layer_gc *gc, void *ctx,
         for (i = 0; i < n; i++)
                 if (!gc_read(store, dfd, &v[i]) || o->all)
                         gc_remove(o, dfd, &v[i]);
+        /* prune --cache: the steps' records (what misses are explained against) go too */
+        if (o->all && !o->check_only)
+                remove_records(dfd, "steps");
 
         /* the blobs only the cache keeps, each once, and how many entries name each */
         by_digest = xcalloc(n + 1, sizeof(*by_digest));

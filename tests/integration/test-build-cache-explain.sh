@@ -13,6 +13,8 @@ WORK=$(mktemp -d)
 . "$HERE/lib/registry.sh"
 # shellcheck source=lib/tap.sh
 . "$HERE/lib/tap.sh"
+# shellcheck source=lib/busybox.sh
+. "$HERE/lib/busybox.sh"
 trap '"$KILN" unshare -- rm -rf "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
 export KILN_ROOT="$WORK/store" DOCKER_CONFIG="$WORK/docker" XDG_CONFIG_HOME="$WORK/xdg"
 unset SOURCE_DATE_EPOCH http_proxy https_proxy HTTP_PROXY HTTPS_PROXY
@@ -20,16 +22,7 @@ unset SOURCE_DATE_EPOCH http_proxy https_proxy HTTP_PROXY HTTPS_PROXY
 need busybox-static _registry_is_static /bin/busybox || finish
 echo "# running as $(id -un) ($(id -u))"
 
-base() { # base TAG TEXT: a busybox image whose /etc/motd holds TEXT
-        local B="$WORK/base-$1"
-        mkdir -p "$B/bin" "$B/etc" "$B/tmp"
-        cp /bin/busybox "$B/bin/busybox"
-        for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$B/bin/$a"; done
-        printf 'root:x:0:0:root:/root:/bin/sh\n' >"$B/etc/passwd"
-        echo "$2" >"$B/etc/motd"
-        chmod 1777 "$B/tmp"
-        "$KILN" import -t "kiln-test/base:$1" "$B" >/dev/null
-}
+base() { busybox_base "$@"; } # base TAG TEXT: kiln-test/base:TAG, /etc/motd holding TEXT
 check "the base image is imported" base 1 one
 
 C="$WORK/ctx"

@@ -12,6 +12,8 @@ WORK=$(mktemp -d)
 . "$HERE/lib/registry.sh"
 # shellcheck source=lib/tap.sh
 . "$HERE/lib/tap.sh"
+# shellcheck source=lib/busybox.sh
+. "$HERE/lib/busybox.sh"
 trap '"$KILN" unshare -- rm -rf "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
 export KILN_ROOT="$WORK/store" DOCKER_CONFIG="$WORK/docker" XDG_CONFIG_HOME="$WORK/xdg"
 unset SOURCE_DATE_EPOCH http_proxy https_proxy HTTP_PROXY HTTPS_PROXY
@@ -19,16 +21,7 @@ unset SOURCE_DATE_EPOCH http_proxy https_proxy HTTP_PROXY HTTPS_PROXY
 need busybox-static _registry_is_static /bin/busybox || finish
 echo "# running as $(id -un) ($(id -u))"
 
-base() { # base TAG TEXT: a busybox image whose /etc/motd holds TEXT
-        local B="$WORK/base-$1"
-        mkdir -p "$B/bin" "$B/etc" "$B/tmp"
-        cp /bin/busybox "$B/bin/busybox"
-        for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$B/bin/$a"; done
-        printf 'root:x:0:0:root:/root:/bin/sh\n' >"$B/etc/passwd"
-        echo "$2" >"$B/etc/motd"
-        chmod 1777 "$B/tmp"
-        "$KILN" import -t "kiln-test/base:$1" "$B" >/dev/null
-}
+base() { busybox_base "$@"; } # base TAG TEXT: kiln-test/base:TAG, /etc/motd holding TEXT
 check "the base image is imported" base 1 one
 
 C="$WORK/ctx"
@@ -199,6 +192,8 @@ check "  the file is gone" [ ! -e "$entry" ]
 check "kiln prune --cache" run 0 "$KILN" prune --cache
 check "  removes every entry" [ "$(entries)" = 0 ]
 check "  says so" grep -q '^removed 2 cache entries, [1-9]' "$WORK/out"
+check "  and the steps' records (what misses are explained against)" \
+        bash -c '[ -z "$(ls -A "$1/.kiln/cache/steps" 2>/dev/null)" ]' _ "$KILN_ROOT"
 check "  fsck is clean" run 0 "$KILN" store fsck
 check "  a rebuild misses" b
 check "  no hits" hits 0

@@ -13,6 +13,8 @@ WORK=$(mktemp -d)
 . "$HERE/lib/registry.sh"
 # shellcheck source=lib/tap.sh
 . "$HERE/lib/tap.sh"
+# shellcheck source=lib/busybox.sh
+. "$HERE/lib/busybox.sh"
 trap '"$KILN" unshare -- rm -rf "$WORK" 2>/dev/null; rm -rf "$WORK"' EXIT
 export KILN_ROOT="$WORK/store" DOCKER_CONFIG="$WORK/docker" XDG_CONFIG_HOME="$WORK/xdg"
 unset SOURCE_DATE_EPOCH http_proxy https_proxy HTTP_PROXY HTTPS_PROXY
@@ -21,11 +23,7 @@ need busybox-static _registry_is_static /bin/busybox || finish
 echo "# running as $(id -un) ($(id -u))"
 
 B="$WORK/base"
-mkdir -p "$B/bin" "$B/etc" "$B/tmp"
-cp /bin/busybox "$B/bin/busybox"
-for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$B/bin/$a"; done
-printf 'root:x:0:0:root:/root:/bin/sh\n' >"$B/etc/passwd"
-chmod 1777 "$B/tmp"
+busybox_tree "$B"
 check "the base image is imported" run 0 "$KILN" import -t kiln-test/base:1 "$B"
 
 C="$WORK/ctx"

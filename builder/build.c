@@ -468,10 +468,7 @@ int bld_build(const struct bld_build_opts *opts, struct bld_build_result *ret, s
         if (choose_isolation(&b, &ret->isolation_why, err) < 0)
                 goto out;
         bld_build_event(&b, BLD_EVENT_INFO, "isolation: %s", ret->isolation_why);
-        /* --isolation none diffs / itself: a cached layer would have to be applied there */
-        b.cache = !b.none;
-        if (!b.cache)
-                bld_build_event(&b, BLD_EVENT_INFO, "cache: not used with --isolation none");
+        b.cache = true;
         b.stages = xcalloc(g->n_stages, sizeof(*b.stages));
         for (i = 0; i < g->n_stages; i++) {
                 b.stages[i].b = &b;

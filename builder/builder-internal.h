@@ -548,7 +548,11 @@ int bld_none_run(struct bld_stage *st, const struct sb_run *run, int *ret_status
 
 /** The step's layer: what changed in the stage's root since the snapshot (nothing: an empty
  * history entry), added to the stage's layers and config. */
-int bld_none_commit(struct bld_stage *st, const char *created_by, struct kiln_error **err);
+int bld_none_commit(struct bld_stage *st, const char *created_by, struct bld_cache_entry *made,
+                    struct kiln_error **err);
+/** A cached layer added to the stage: extracted into its root when the stage has taken it,
+ * else nothing (the root is made from every layer of the stage on its first step). */
+int bld_none_apply(struct bld_stage *st, const struct bld_layer *layer, struct kiln_error **err);
 
 /** After a stage: when later stages use it, its files as one directory (its only lower). */
 int bld_none_stage_done(struct bld_stage *st, struct kiln_error **err);

@@ -469,6 +469,10 @@ static int take_root(struct bld_stage *st, struct kiln_error **err)
         struct stat rst;
         size_t i;
 
+        /* layers a --cache-from named: fetched while the registry client is still whole
+         * (its endpoints hold their CA certificates; / is about to be emptied) */
+        if (bld_cache_fetch_layers(b, st->layers, st->n_layers, err) < 0)
+                return -1;
         if (n->rootfd >= 0)
                 close(n->rootfd);
         n->rootfd = -1;
@@ -505,6 +509,27 @@ static int take_root(struct bld_stage *st, struct kiln_error **err)
                                                st->name);
         }
         n->owner = st->index;
+        return 0;
+}
+
+int bld_none_apply(struct bld_stage *st, const struct bld_layer *layer, struct kiln_error **err)
+{
+        struct bld_none *n = st->b->none;
+        struct layer_extract_opts xo = { 0 };
+        _cleanup_close_ int blob = -1;
+
+        /* no root yet: take_root() extracts every layer of the stage, this one included */
+        if (n->owner != st->index)
+                return 0;
+        if (bld_cache_fetch_layers(st->b, layer, 1, err) < 0)
+                return -1;
+        if (n->slash) {
+                xo.skip = (const char *const *) n->exclude;
+                xo.n_skip = n->n_exclude;
+        }
+        blob = layer_store_open_blob(st->b->o->store, layer->digest, NULL, err);
+        if (blob < 0 || layer_extract(n->rootfd, blob, layer->digest, &xo, NULL, err) < 0)
+                return kiln_error_wrap(err, "--isolation none: apply cached layer %.19s", layer->digest);
         return 0;
 }
 
@@ -709,7 +734,8 @@ static void add_layer(struct bld_stage *st, const struct layer_desc *desc, const
         l->media_type = xstrdup(media_type);
 }
 
-int bld_none_commit(struct bld_stage *st, const char *created_by, struct kiln_error **err)
+int bld_none_commit(struct bld_stage *st, const char *created_by, struct bld_cache_entry *made,
+                    struct kiln_error **err)
 {
         struct bld_build *b = st->b;
         struct bld_none *n = b->none;
@@ -728,6 +754,8 @@ int bld_none_commit(struct bld_stage *st, const char *created_by, struct kiln_er
                     n->slash ? n->n_exclude : 0, &changes, err) < 0)
                 return -1;
         n->snap = layer_snapshot_free(n->snap);
+        if (made)
+                *made = (struct bld_cache_entry){ .empty = true, .created = b->created };
         if (changes.n == 0) {
                 layer_changes_release(&changes);
                 bld_config_add_history(st->config, b->created, created_by, true);
@@ -745,6 +773,14 @@ int bld_none_commit(struct bld_stage *st, const char *created_by, struct kiln_er
         if (layer_blob_commit(w, NULL, desc.digest, &desc.size, err) < 0)
                 goto out;
         add_layer(st, &desc, layer_media_type(b->o->compression, b->o->docker));
+        if (made) {
+                made->empty = false;
+                made->size = desc.size;
+                memcpy(made->digest, desc.digest, LAYER_DIGEST_SIZE);
+                memcpy(made->diff_id, desc.diff_id, LAYER_DIGEST_SIZE);
+                snprintf(made->media_type, sizeof(made->media_type), "%s",
+                         layer_media_type(b->o->compression, b->o->docker));
+        }
         bld_config_add_diff_id(st->config, desc.diff_id);
         bld_config_add_history(st->config, b->created, created_by, false);
         r = 0;
@@ -786,6 +822,8 @@ int bld_none_stage_done(struct bld_stage *st, struct kiln_error **err)
         if (st->n_layers == 0) {
                 path = xstrdup(b->empty_dir);
         } else {
+                if (bld_cache_fetch_layers(b, st->layers, st->n_layers, err) < 0)
+                        return -1;
                 digests = xcalloc(st->n_layers, sizeof(*digests));
                 diff_ids = xcalloc(st->n_layers, sizeof(*diff_ids));
                 for (i = 0; i < st->n_layers; i++) {

@@ -572,9 +572,12 @@ static int apply_hit(struct bld_stage *st, struct bld_step *s, const char *key, 
         add_layer(st, e->digest, e->diff_id, e->size, e->media_type);
         bld_config_add_diff_id(st->config, e->diff_id);
         bld_config_add_history(st->config, when, created_by, false);
-        /* overlay: the lowers are remade when a step needs them; a tree gets the layer now */
+        /* overlay: the lowers are remade when a step needs them; a tree (or --isolation none's
+         * root) gets the layer now */
         if (b->trees)
                 return bld_tree_apply(st, &st->layers[st->n_layers - 1], err);
+        if (b->none)
+                return bld_none_apply(st, &st->layers[st->n_layers - 1], err);
         st->unsettled = true;
         return 0;
 }
@@ -971,9 +974,7 @@ static int step_run(struct bld_stage *st, struct bld_step *s, struct df_eval *ev
                         cache_record(st, key, &made, history);
                 return 0;
         }
-        if (b->none)
-                return bld_none_commit(st, history, err);
-        if (commit_entry(st, upper, history, &made, err) < 0)
+        if (b->none ? bld_none_commit(st, history, &made, err) < 0 : commit_entry(st, upper, history, &made, err) < 0)
                 return -1;
         if (b->cache)
                 cache_record(st, key, &made, history);
@@ -1536,20 +1537,22 @@ static int step_copy(struct bld_stage *st, struct bld_step *s, const struct df_i
         }
         if (c->from.text && copy_source(st, in, &img, &j.src_lowers, &j.n_src_lowers, &rootfs, err) < 0)
                 goto out;
-        if (b->none) {
-                r = bld_none_call(st, copy_in_sandbox, &j, err) < 0 ? -1 : bld_none_commit(st, history, err);
-                goto out;
-        }
-        if (b->trees) {
-                root = (struct sb_rootfs){ 0 };
-                if (bld_tree_begin(st, false, &root.dir, err) < 0 || sb_call(&root, &b->env, copy_in_sandbox, &j, err) < 0)
-                        goto out;
-                if (bld_tree_commit(st, history, &made, err) < 0)
-                        goto out;
+        if (b->none || b->trees) {
+                if (b->none) {
+                        if (bld_none_call(st, copy_in_sandbox, &j, err) < 0 ||
+                            bld_none_commit(st, history, &made, err) < 0)
+                                goto out;
+                } else {
+                        root = (struct sb_rootfs){ 0 };
+                        if (bld_tree_begin(st, false, &root.dir, err) < 0 ||
+                            sb_call(&root, &b->env, copy_in_sandbox, &j, err) < 0 ||
+                            bld_tree_commit(st, history, &made, err) < 0)
+                                goto out;
+                }
                 r = 0;
                 if (key[0] && sources_unchanged(st, &j.opts, &check))
                         cache_record(st, key, &made, history);
-                else /* a tree has no upper directory to key by: nothing after this is cached */
+                else /* no upper directory to key by here: nothing after this is cached */
                         st->key[0] = '\0';
                 goto out;
         }
@@ -1653,8 +1656,6 @@ static int step_workdir(struct bld_stage *st, struct bld_step *s, const struct d
 
         json_object_set_new(bld_config_run(st->config), "WorkingDir", json_string(path));
         history = xasprintf("WORKDIR %s", path);
-        if (b->none)
-                return bld_none_call(st, mkdir_in_sandbox, &job, err) < 0 ? -1 : bld_none_commit(st, history, err);
         /* What WORKDIR makes follows from the stage so far, the path and USER (both in the
          * config the key covers): keyed before it runs, as RUN is. */
         if (b->cache && st->key[0]) {
@@ -1665,7 +1666,11 @@ static int step_workdir(struct bld_stage *st, struct bld_step *s, const struct d
                 if (step_lookup(st, s, key, history, &made))
                         return apply_hit(st, s, key, &made, history, err);
         }
-        if (b->trees) {
+        if (b->none) {
+                if (bld_none_call(st, mkdir_in_sandbox, &job, err) < 0 ||
+                    bld_none_commit(st, history, &made, err) < 0)
+                        return -1;
+        } else if (b->trees) {
                 root = (struct sb_rootfs){ 0 };
                 if (bld_tree_begin(st, false, &root.dir, err) < 0 ||
                     sb_call(&root, &b->env, mkdir_in_sandbox, &job, err) < 0 ||

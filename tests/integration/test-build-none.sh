@@ -120,6 +120,7 @@ RUN id -u >/tmp/uid && touch /home/app/mine
 EOF
 echo "from the context" >"$R/ctx/hello.txt"
 run_bundle "$C"
+D1=$(cat "$WORK/out") # the manifest digest
 if [ "$rc" = 0 ]; then ok "kiln build --isolation none works in the container"; else
         not_ok "kiln build --isolation none works in the container (exit $rc)"
         sed 's/^/# /' "$WORK/err" | tail -n 25
@@ -156,6 +157,29 @@ check "nothing of /proc, /sys or /dev is in a layer" sh -c "! grep -Eq ' (\./)?(
 check "the container's own files are in no layer" sh -c "! grep -q 'container-file' '$WORK/layers.txt' && ! test -e '$F/container-file'"
 check "RUN ran in the image's root (the container's file was gone)" sh -c "! grep -q container-file '$F/root-listing'"
 check "the store is sound" run 0 "$KILN" store fsck --root "$S"
+
+# --- the cache: the same build in a fresh container with that store (a volume kept between Jobs) --
+C2="$WORK/c2"
+check "a fresh container bundle with the first one's store and context" make_bundle "$C2" yes
+R2="$C2/rootfs"
+S2="$R2/kiln/store"
+rm -rf "$S2" && cp -a "$S" "$S2" && cp -a "$R/ctx/." "$R2/ctx/"
+run_bundle "$C2"
+check "the same build there works (exit $rc)" test "$rc" = 0
+[ "$rc" = 0 ] || sed 's/^/# /' "$WORK/err" | tail -n 20
+check "  every step CACHED (6)" test "$(grep -c '^#[0-9]* CACHED' "$WORK/err")" = 6
+check "  the same image (the steps' original times)" test "$(cat "$WORK/out")" = "$D1"
+check "  / was not taken: the container's own file is still there" test -e "$R2/container-file"
+echo "changed in the context" >"$R2/ctx/hello.txt"
+run_bundle "$C2"
+check "hello.txt changed: built" test "$rc" = 0
+check "  the build stage hits; COPY hello.txt and what follows it ran (1 CACHED)" \
+        test "$(grep -c '^#[0-9]* CACHED' "$WORK/err")" = 1
+check "  and says why" has "cache miss: COPY hello.txt /opt/hello.txt: hello.txt changed" "$WORK/err"
+U3="$WORK/unpacked3"
+check "  the image has the new file" sh -c "umoci unpack --image '$S2:out' '$U3' >/dev/null && grep -qx 'changed in the context' '$U3/rootfs/opt/hello.txt'"
+check "  and the cached build stage's artifact" grep -qx built "$U3/rootfs/artifact"
+check "  and RUN's output" grep -qx hello "$U3/rootfs/work/out.txt"
 
 # --- not a container: refused, nothing changed ---------------------------------------------------
 H="$WORK/h"

@@ -19,10 +19,11 @@
 # The bases are copied into a fresh kiln store (skopeo, from the OCI layout kiln's store is),
 # and buildah pulls them out of that store, so both builders start from the same image. The
 # cold build is timed once (examples/multi-stage downloads gcc: it needs a Debian mirror).
-# The first no-op rebuild is shown apart from the median: kiln's may make a root filesystem
-# once (a COPY or WORKDIR after cached steps runs on the stage's layers unpacked as one tree,
-# kept in the store for the next builds). Every timed build runs with host network; the rebuilds' output is checked for hits (kiln's
-# CACHED lines, buildah's "Using cache") so a rebuild that ran something is shown, not hidden.
+# The first no-op rebuild is shown apart from the median (a builder that makes something once
+# after a cold build shows it there). Every timed build runs with host network; the rebuilds'
+# output is checked for hits (kiln's CACHED lines, buildah's "Using cache") so a rebuild that
+# ran something is shown, not hidden. buildah's pull of the base (which unpacks it) is not
+# timed, kiln's unpacking of it into a fresh store is: cold times favour buildah.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)

@@ -509,9 +509,15 @@ int bld_cache_gc_mark(struct layer_store *store, struct layer_gc *gc, void *ctx,
         for (i = 0; i < n; i++)
                 if (!gc_read(store, dfd, &v[i]) || o->all)
                         gc_remove(o, dfd, &v[i]);
-        /* prune --cache: the steps' records (what misses are explained against) go too */
-        if (o->all && !o->check_only)
+        /* prune --cache: the steps' records (what misses are explained against) and the
+         * contexts' file digests go too */
+        if (o->all && !o->check_only) {
+                _cleanup_free_ char *kiln = xasprintf("%s/.kiln", layer_store_root(store));
+                _cleanup_close_ int kfd = open(kiln, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
                 remove_records(dfd, "steps");
+                if (kfd >= 0)
+                        remove_records(kfd, "context");
+        }
 
         /* the blobs only the cache keeps, each once, and how many entries name each */
         by_digest = xcalloc(n + 1, sizeof(*by_digest));

@@ -194,6 +194,7 @@ check "  removes every entry" [ "$(entries)" = 0 ]
 check "  says so" grep -q '^removed 2 cache entries, [1-9]' "$WORK/out"
 check "  and the steps' records (what misses are explained against)" \
         bash -c '[ -z "$(ls -A "$1/.kiln/cache/steps" 2>/dev/null)" ]' _ "$KILN_ROOT"
+check "  and the contexts' file digests" bash -c '[ -z "$(ls -A "$1/.kiln/context" 2>/dev/null)" ]' _ "$KILN_ROOT"
 check "  fsck is clean" run 0 "$KILN" store fsck
 check "  a rebuild misses" b
 check "  no hits" hits 0

@@ -272,9 +272,13 @@ void bld_cache_chain_add(struct bld_stage *st, const char *key, const struct bld
 {
         if (!key || !*key || st->b->o->n_cache_to == 0)
                 return;
+        json_t *j = bld_cache_entry_json(e, created_by);
+
+        /* where this store got the blob is its own business, not the exported cache's */
+        json_object_del(j, "ref");
         if (!st->chain)
                 st->chain = json_object();
-        json_object_set_new(st->chain, key, bld_cache_entry_json(e, created_by));
+        json_object_set_new(st->chain, key, j);
 }
 
 void bld_cache_inline(struct bld_build *b, struct bld_stage *st)
@@ -315,8 +319,7 @@ static int export_one(struct bld_build *b, const struct bld_cache_spec *spec, st
         const char *key;
         size_t n_need = 0;
 
-        /* the blobs, each once; those only a --cache-from has are fetched first (a registry
-         * that already holds them answers the push's HEAD and nothing moves) */
+        /* the blobs, each once */
         need = xcalloc(json_object_size(entries) + 1, sizeof(*need));
         json_object_foreach (entries, key, e) {
                 struct bld_cache_entry ce;
@@ -341,11 +344,19 @@ static int export_one(struct bld_build *b, const struct bld_cache_spec *spec, st
         if (!manifest_text)
                 return kiln_error_new(err, KILN_ERR_GENERIC, "--cache-to %s: cannot format the manifest", spec->ref);
         {
-                /* blobs only a --cache-from had: fetched unless the destination has them */
+                /* blobs only a --cache-from had: fetched unless the destination has them (as
+                 * when it is the cache the build read: then nothing moves) */
                 size_t i, k = 0;
-                for (i = 0; i < n_need; i++)
-                        if (!layer_store_has(b->o->store, need[i].digest))
+                for (i = 0; i < n_need; i++) {
+                        int there;
+                        if (layer_store_has(b->o->store, need[i].digest))
+                                continue;
+                        there = reg_blob_exists(b->o->registry, spec->ref, need[i].digest, err);
+                        if (there < 0)
+                                return kiln_error_wrap(err, "--cache-to %s", spec->ref);
+                        if (!there)
                                 need[k++] = need[i];
+                }
                 if (k > 0 && bld_cache_fetch_layers(b, need, k, err) < 0)
                         return kiln_error_wrap(err, "--cache-to %s", spec->ref);
         }

@@ -37,32 +37,50 @@ static void count(struct push *p, unsigned *counter, uint64_t bytes)
 }
 
 /* HEAD /v2/PATH/blobs/DIGEST: 1 present, 0 absent. */
-static int blob_exists(struct push *p, const struct reg_blob *b, struct kiln_error **err)
+static int head_blob(struct reg_client *c, const struct reg_scope *sc, const char *digest, struct kiln_error **err)
 {
-        _cleanup_free_ char *suffix = xasprintf("/blobs/%s", b->digest);
-        _cleanup_free_ char *url = reg_url(p->sc.ep, p->sc.path, suffix);
+        _cleanup_free_ char *suffix = xasprintf("/blobs/%s", digest);
+        _cleanup_free_ char *url = reg_url(sc->ep, sc->path, suffix);
         struct http_req req = { .method = "HEAD", .url = url, .body_fd = -1, .range_from = -1,
                                 .follow_redirects = true };
         struct http_resp resp;
         int r;
 
-        if (reg_request(p->c, &p->sc, &req, &resp, NULL, NULL, err) < 0)
-                return kiln_error_wrap(err, "blob %s", b->digest);
+        if (reg_request(c, sc, &req, &resp, NULL, NULL, err) < 0)
+                return kiln_error_wrap(err, "blob %s", digest);
         if (resp.status == 200)
                 r = 1;
         else if (resp.status == 404)
                 r = 0;
         else
-                r = reg_status_error(&resp, &p->sc, "blob check", err);
+                r = reg_status_error(&resp, sc, "blob check", err);
         http_resp_release(&resp);
         return r;
 }
 
-/*
- * POST /v2/PATH/blobs/uploads/[?mount=DIGEST&from=REPO]: 1 when the registry mounted the blob
- * (201), 0 with *ret_location for an upload session (202), -1 on error. *ret_chunk_min gets the
- * registry's minimum chunk length, or -1.
- */
+static int blob_exists(struct push *p, const struct reg_blob *b, struct kiln_error **err)
+{
+        return head_blob(p->c, &p->sc, b->digest, err);
+}
+
+int reg_blob_exists(struct reg_client *c, const char *refstr, const char *digest, struct kiln_error **err)
+{
+        struct reg_ref ref = { 0 };
+        struct reg_scope sc = { .actions = "pull" };
+        int r = -1;
+
+        if (reg_ref_parse(refstr, &ref, err) < 0)
+                return -1;
+        sc.ep = reg_endpoint_for(c, reg_ref_endpoint(&ref), err);
+        if (sc.ep) {
+                sc.domain = ref.domain;
+                sc.path = ref.path;
+                r = head_blob(c, &sc, digest, err);
+        }
+        reg_ref_release(&ref);
+        return r;
+}
+
 static int start_upload(struct push *p, const struct reg_blob *b, const char *mount_from,
                         char **ret_location, int64_t *ret_chunk_min, struct kiln_error **err)
 {

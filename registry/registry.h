@@ -189,6 +189,9 @@ int reg_push(struct reg_client *c, struct layer_store *store, const char *local,
 int reg_push_manifest(struct reg_client *c, struct layer_store *store, const char *dest, const char *body,
                       size_t len, const char *media_type, struct reg_push_result *ret, struct kiln_error **err);
 
+/** Whether the repository `ref` names holds blob `digest` (HEAD): 1 yes, 0 no, -1 error. */
+int reg_blob_exists(struct reg_client *c, const char *ref, const char *digest, struct kiln_error **err);
+
 /* A blob to fetch: its digest and size. */
 struct reg_blob_desc {
         const char *digest;

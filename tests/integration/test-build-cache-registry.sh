@@ -94,6 +94,14 @@ for d in "${BUILD_ONLY[@]}"; do
         check "  the build stage's layer ${d:7:12} was not downloaded" bash -c "! [ -f '$WORK/B/blobs/sha256/${d#sha256:}' ]"
 done
 check "  the files are A's" [ "$(cat "$WORK/o/a.txt")" = hello ]
+check "store H (empty): --cache-from and --cache-to the same cache, as a CI job does" b H \
+        --cache-from "type=registry,ref=$R/cache:max" --cache-to "type=registry,ref=$R/cache:max,mode=max"
+check "  every step CACHED (5)" hits 5
+check "  the export found every layer there already" grep -q "^# cache: 5 entries (5 layers, 0 sent, 6 there already" "$WORK/log"
+for d in "${BUILD_ONLY[@]}"; do
+        check "  the build stage's layer ${d:7:12} was not downloaded to export it" \
+                bash -c "! [ -f '$WORK/H/blobs/sha256/${d#sha256:}' ]"
+done
 check "store B again: all hits from its own (local) entries, no registry needed" b B -t app:1
 check "  5 hits" hits 5
 

@@ -182,41 +182,58 @@ bool bld_layer_media_type_known(const char *mt)
         return false;
 }
 
-/* The local entry for `key`, when its blob is in the store with its size. */
+/* The entry in file `name` of the cache directory `dfd`, parsed and checked; its fd in
+ * *ret_fd (may be NULL) for the caller to close. False when unreadable or not an entry. */
+static bool entry_read(int dfd, const char *name, struct bld_cache_entry *ret, int *ret_fd)
+{
+        _cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        _cleanup_json_ json_t *j = NULL;
+
+        if (fd < 0)
+                return false;
+        j = json_loadfd(fd, 0, NULL);
+        if (!j || !bld_cache_entry_parse(j, ret))
+                return false;
+        if (ret_fd)
+                *ret_fd = TAKE_FD(fd);
+        return true;
+}
+
+/* Whether an entry's blob is in the store: 1 whole (or the entry has none), 0 absent (prune or
+ * a user removed it), -1 there with another size. */
+static int entry_blob(struct layer_store *store, const struct bld_cache_entry *e)
+{
+        uint64_t have = 0;
+        int fd;
+
+        if (e->empty)
+                return 1;
+        fd = layer_store_open_blob(store, e->digest, &have, NULL);
+        if (fd < 0)
+                return 0;
+        close(fd);
+        return have == e->size ? 1 : -1;
+}
+
+/* The local entry for `key`, when its blob is in the store with its size (or, for one a
+ * --cache-from brought, still in that registry). */
 static bool local_get(struct bld_build *b, const char *key, struct bld_cache_entry *ret)
 {
         _cleanup_close_ int dfd = -1, fd = -1;
         _cleanup_free_ char *name = NULL;
-        _cleanup_json_ json_t *j = NULL;
-        json_error_t je;
-        uint64_t have = 0;
-        int bfd;
+        int blob;
 
         dfd = cache_dir(b, NULL);
         if (dfd < 0)
                 return false;
         name = entry_name(key);
-        fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (fd < 0)
+        if (!entry_read(dfd, name, ret, &fd))
                 return false;
-        j = json_loadfd(fd, 0, &je);
-        if (!j || !bld_cache_entry_parse(j, ret))
+        blob = entry_blob(b->o->store, ret);
+        if (blob == 0 && ret->ref[0] && b->o->registry)
+                bld_cache_note_blob(b, ret->digest, ret->ref);
+        else if (blob != 1)
                 return false;
-        if (!ret->empty) {
-                /* the blob must still be there, whole: prune or a user may have removed it;
-                 * one a --cache-from brought may still be in its registry only */
-                bfd = layer_store_open_blob(b->o->store, ret->digest, &have, NULL);
-                if (bfd < 0 && ret->ref[0] && b->o->registry) {
-                        bld_cache_note_blob(b, ret->digest, ret->ref);
-                        have = ret->size;
-                } else if (bfd < 0) {
-                        return false;
-                } else {
-                        close(bfd);
-                }
-                if (have != ret->size)
-                        return false;
-        }
         /* used: the entry's mtime says when, for prune --keep-storage (least recently used
          * first); best effort */
         (void) futimens(fd, NULL);
@@ -382,41 +399,15 @@ static int cmp_digest(const void *a, const void *b)
 /* Reads an entry for the GC: false when it is not usable (unreadable, or its blob is gone). */
 static bool gc_read(struct layer_store *store, int dfd, struct gc_entry *e)
 {
-        _cleanup_close_ int fd = openat(dfd, e->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        json_t *j;
-        json_error_t je;
-        const char *digest;
-        json_int_t size;
-        int empty = 0, bfd;
-        uint64_t have = 0;
-        bool ok = false;
+        struct bld_cache_entry ce;
 
-        if (fd < 0)
+        if (!entry_read(dfd, e->name, &ce, NULL) || entry_blob(store, &ce) != 1)
                 return false;
-        j = json_loadfd(fd, 0, &je);
-        if (!j)
-                return false;
-        if (json_unpack(j, "{s:s, s:I, s:b}", "digest", &digest, "size", &size, "empty_layer",
-                        &empty) < 0)
-                goto out;
-        if (empty) {
-                ok = true;
-                goto out;
+        if (!ce.empty) {
+                snprintf(e->digest, sizeof(e->digest), "%s", ce.digest);
+                e->size = ce.size;
         }
-        if (!layer_digest_valid(digest) || size < 0)
-                goto out;
-        bfd = layer_store_open_blob(store, digest, &have, NULL);
-        if (bfd < 0)
-                goto out;
-        close(bfd);
-        if (have != (uint64_t) size)
-                goto out;
-        snprintf(e->digest, sizeof(e->digest), "%s", digest);
-        e->size = (uint64_t) size;
-        ok = true;
-out:
-        json_decref(j);
-        return ok;
+        return true;
 }
 
 static void gc_remove(struct bld_cache_gc *o, int dfd, struct gc_entry *e)

@@ -1970,23 +1970,32 @@ static int plan_dest(const struct cp_opts *o, size_t n_items, struct plan *ret,
         return 0;
 }
 
+/* The sources and where they go, for copy_all() and walk_all(): -1 on error, 1 (an error
+ * set, in Docker's wording, which already names the instruction) when nothing matched. */
+static int plan_items(struct copier *c, const struct cp_opts *o, struct items *items, struct plan *p,
+                      struct kiln_error **err)
+{
+        if (collect_sources(c, o, items, err) < 0)
+                return -1;
+        if (items->n == 0) {
+                kiln_error_new(err, KILN_ERR_NOTFOUND, "%s failed: no source files were specified",
+                               o->add ? "ADD" : "COPY");
+                return 1;
+        }
+        return plan_dest(o, items->n, p, err);
+}
+
 static int copy_all(struct copier *c, const struct cp_opts *o, struct kiln_error **err)
 {
         _cleanup_(items_release) struct items items = { 0 };
         struct plan p = { 0 };
         size_t i;
-        int r = -1;
+        int r;
 
-        if (collect_sources(c, o, &items, err) < 0)
-                return -1;
-        if (items.n == 0) {
-                /* Docker's wording, which already names the instruction. */
-                kiln_error_new(err, KILN_ERR_NOTFOUND, "%s failed: no source files were specified",
-                               o->add ? "ADD" : "COPY");
-                return 1;
-        }
-        if (plan_dest(o, items.n, &p, err) < 0)
+        r = plan_items(c, o, &items, &p, err);
+        if (r != 0)
                 goto out;
+        r = -1;
         for (i = 0; i < items.n; i++) {
                 /* Each source as written is its own copy (BuildKit: one FileOp copy per
                  * source): hardlinks are kept within one, not between two. */
@@ -2033,13 +2042,7 @@ static int walk_all(struct copier *c, const struct cp_opts *o, struct kiln_error
         size_t i;
         int r = -1;
 
-        if (collect_sources(c, o, &items, err) < 0)
-                return -1;
-        if (items.n == 0)
-                return kiln_error_new(err, KILN_ERR_NOTFOUND,
-                                      "%s failed: no source files were specified",
-                                      o->add ? "ADD" : "COPY");
-        if (plan_dest(o, items.n, &p, err) < 0)
+        if (plan_items(c, o, &items, &p, err) != 0)
                 goto out;
         for (i = 0; i < items.n; i++) {
                 const struct item *it = &items.v[i];

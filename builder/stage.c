@@ -366,7 +366,7 @@ static int image_rootfs(struct bld_build *b, const struct bld_image_layers *img,
                 *ret_path = xstrdup(b->empty_dir);
                 return 0;
         }
-        if (b->remote_blobs) {
+        {
                 /* layers only a --cache-from or a lazily resolved base named: fetched now */
                 _cleanup_free_ struct bld_layer *l = xcalloc(img->n, sizeof(*l));
                 size_t i;
@@ -502,9 +502,7 @@ static int settle(struct bld_stage *st, struct kiln_error **err)
 
         if (!st->unsettled)
                 return 0;
-        /* layers a --cache-from named are fetched now that their files are needed */
-        if (bld_cache_fetch_layers(st->b, st->layers, st->n_layers, err) < 0)
-                return -1;
+        /* (image_rootfs() fetches the layers only a registry has) */
         img.n = st->n_layers;
         img.digests = xcalloc(img.n + 1, sizeof(*img.digests));
         img.diff_ids = xcalloc(img.n + 1, sizeof(*img.diff_ids));

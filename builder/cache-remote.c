@@ -122,6 +122,8 @@ static int import_one(struct bld_build *b, const char *ref, size_t *ret_n, struc
 {
         _cleanup_(reg_manifest_release) struct reg_manifest m = { 0 };
         _cleanup_json_ json_t *config = NULL;
+        _cleanup_free_ char *repo = NULL;
+        struct reg_ref r = { 0 };
         json_t *entries, *e;
         const char *key;
         size_t n = 0;
@@ -129,6 +131,11 @@ static int import_one(struct bld_build *b, const char *ref, size_t *ret_n, struc
         *ret_n = 0;
         if (reg_inspect(b->o->registry, ref, b->o->platform, true, &m, err) < 0)
                 return -1;
+        /* its repository: where a push to another repository of that registry can mount from */
+        if (reg_ref_parse(ref, &r, err) < 0)
+                return -1;
+        repo = reg_ref_repository(&r);
+        reg_ref_release(&r);
         config = kiln_json_loadb(m.config, m.config_len, "cache config", err);
         if (!config)
                 return -1;
@@ -146,15 +153,7 @@ static int import_one(struct bld_build *b, const char *ref, size_t *ret_n, struc
                 json_object_set_new(b->remote, key, copy);
                 if (!ce.empty) {
                         bld_cache_note_blob(b, ce.digest, ref);
-                        /* so a push to another repository of that registry can mount it */
-                        {
-                                struct reg_ref r = { 0 };
-                                if (reg_ref_parse(ref, &r, NULL) == 0) {
-                                        _cleanup_free_ char *repo = reg_ref_repository(&r);
-                                        layer_store_note_source(b->o->store, ce.digest, repo);
-                                }
-                                reg_ref_release(&r);
-                        }
+                        layer_store_note_source(b->o->store, ce.digest, repo);
                 }
                 n++;
         }
@@ -189,10 +188,10 @@ bool bld_cache_remote_get(struct bld_build *b, const char *key, struct bld_cache
 {
         json_t *e = b->remote ? json_object_get(b->remote, key) : NULL;
 
+        /* its "ref" (set at import) goes into the local entry: a build here without
+         * --cache-from still knows where the blob is */
         if (!e || !bld_cache_entry_parse(e, ret))
                 return false;
-        /* the local entry remembers where its blob is, for a build here without --cache-from */
-        snprintf(ret->ref, sizeof(ret->ref), "%s", kiln_json_get_string(e, "ref"));
         /* kept locally too: the next build here hits without the registry once the blob is in */
         bld_cache_put(b, key, ret, kiln_json_get_string(e, "created_by"));
         return true;
